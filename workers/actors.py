@@ -1,0 +1,114 @@
+"""Ray actors holding labeler replicas, and the pool the shard driver feeds.
+
+The actor loads its model once (`setup()` in the constructor, which runs on the
+worker process Ray placed it on, so the device is chosen there). It receives
+already-decoded images: the read/decode Ray tasks run beside it, and Ray hands
+the actor a batch only once that batch's object is ready.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from typing import Any
+
+import ray
+
+from workers.assemble import RowContext, assemble_row
+from workers.images import DecodedImage
+from workers.labelers import LabelerOptions, create_labeler
+from workers.labelers.base import LabelOutput, Placement
+from workers.records import LabeledImage
+
+log = logging.getLogger(__name__)
+
+
+class LabelerReplica:
+    """Plain class (testable without Ray); `LabelerActor` is its Ray actor form."""
+
+    def __init__(self, labeler_name: str, options: LabelerOptions) -> None:
+        started = time.perf_counter()
+        self.labeler = create_labeler(labeler_name, options)
+        self.labeler.setup()
+        self.setup_s = time.perf_counter() - started
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "labeler": self.labeler.name,
+            "labeler_version": self.labeler.version,
+            "setup_s": self.setup_s,
+            **self.labeler.run_info(),
+        }
+
+    def label(self, images: list[DecodedImage], run_id: str, shard_id: str) -> list[LabeledImage]:
+        ctx = RowContext(run_id, shard_id, self.labeler.name, self.labeler.version)
+        decodable = [img for img in images if img.ok]
+        outputs: list[LabelOutput] = []
+        if decodable:
+            try:
+                outputs = self.labeler.label(decodable)
+            except Exception as exc:  # noqa: BLE001 - the labeler broke on this batch: rows, not a crash
+                log.exception("labeler %s failed on a batch of %d", self.labeler.name, len(decodable))
+                outputs = [LabelOutput.failed("label_error", f"{type(exc).__name__}: {exc}")] * len(decodable)
+            if len(outputs) != len(decodable):
+                raise RuntimeError(
+                    f"labeler {self.labeler.name} returned {len(outputs)} results for {len(decodable)} images"
+                )
+        by_uri_index = iter(outputs)
+        rows = []
+        for img in images:
+            rows.append(assemble_row(img, next(by_uri_index) if img.ok else None, ctx))
+        # Drop pixel references early: the object store can reclaim the batch.
+        images.clear()
+        return rows
+
+
+LabelerActor = ray.remote(LabelerReplica)
+
+
+class LabelerPool:
+    """A fixed set of replica actors; thread-safe least-loaded dispatch.
+
+    Several shard tasks may feed the pool at once (Prefect runs them in
+    threads). Each submit picks the actor with the fewest outstanding calls.
+    """
+
+    def __init__(
+        self,
+        labeler_name: str,
+        options: LabelerOptions,
+        replicas: int,
+        placement: Placement,
+    ) -> None:
+        actor_cls = LabelerActor.options(
+            num_cpus=placement.num_cpus,
+            num_gpus=placement.num_gpus,
+            max_restarts=3,
+            max_task_retries=2,
+        )
+        self.actors = [actor_cls.remote(labeler_name, options) for _ in range(replicas)]
+        self._outstanding = {i: 0 for i in range(replicas)}
+        self._lock = threading.Lock()
+        self._tiebreak = itertools.count()
+        # Fails here, with the labeler's own error, if setup() can't load the model.
+        self.descriptions = ray.get([a.describe.remote() for a in self.actors])
+
+    def submit(self, images_ref: Any, run_id: str, shard_id: str) -> tuple[int, Any]:
+        with self._lock:
+            index = min(self._outstanding, key=lambda i: (self._outstanding[i], next(self._tiebreak) % len(self.actors)))
+            self._outstanding[index] += 1
+        return index, self.actors[index].label.remote(images_ref, run_id, shard_id)
+
+    def done(self, index: int) -> None:
+        with self._lock:
+            self._outstanding[index] -= 1
+
+    @property
+    def size(self) -> int:
+        return len(self.actors)
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)

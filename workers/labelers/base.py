@@ -1,0 +1,92 @@
+"""The labeler interface every model plugs into.
+
+A labeler is constructed cheaply anywhere (driver, tests), then `setup()` is
+called once inside the Ray actor that holds it: that is where weights load and
+where the device is chosen. `label()` receives images that are already read and
+decoded (no I/O in the model) and returns one `LabelOutput` per image, in order.
+A failure on one image is that image's `LabelOutput(error_kind=...)`, never an
+exception that loses the batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+from pydantic import BaseModel, ConfigDict
+
+from workers.attributes import Person, Quality, Scene
+from workers.images import DecodedImage
+
+
+class LabelerOptions(BaseModel):
+    """Settings a labeler reads; unknown keys go to `extra` for labeler-specific knobs."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch_size: int = 8
+    sensitive_attributes: bool = False
+    model: Optional[str] = None  # hub id, local dir or object-storage URL (HumanVLM)
+    device: Optional[str] = None  # None: chosen in setup(), where the actor runs
+    extra: dict[str, Any] = {}
+
+
+@dataclass
+class LabelOutput:
+    """The label fields for one image; None means 'not determined'."""
+
+    caption: Optional[str] = None
+    people_count: Optional[int] = None
+    faces_visible: Optional[int] = None
+    persons: Optional[list[Person]] = None
+    scene: Optional[Scene] = None
+    quality: Optional[Quality] = None
+    gated: Optional[bool] = None
+    prompt_version: Optional[str] = None
+    labeler: Optional[str] = None  # set when a composite labeler delegated (gate -> humanvlm)
+    labeler_version: Optional[str] = None
+    label_ms: Optional[float] = None
+    error_kind: Optional[str] = None
+    error_message: Optional[str] = None
+    facts: dict[str, Any] = field(default_factory=dict)  # format/mode/phash overrides
+
+    @classmethod
+    def failed(cls, kind: str, message: str) -> "LabelOutput":
+        return cls(error_kind=kind, error_message=message[:2000])
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Ray resources one replica asks for."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+class Labeler(ABC):
+    name: ClassVar[str]
+    # Decoders shrink images whose longer side exceeds this before shipping them
+    # to the actor (None: full size). Width/height in the record stay the original.
+    decode_max_side: ClassVar[Optional[int]] = None
+
+    def __init__(self, options: LabelerOptions | None = None) -> None:
+        self.options = options or LabelerOptions()
+
+    @property
+    @abstractmethod
+    def version(self) -> str:
+        """Identifies weights + code: recorded in every row as labeler_version."""
+
+    def setup(self) -> None:
+        """Load weights, pick the device. Called once per actor."""
+
+    @abstractmethod
+    def label(self, images: list[DecodedImage]) -> list[LabelOutput]:
+        """One LabelOutput per input image, in order."""
+
+    def default_placement(self) -> Placement:
+        return Placement()
+
+    def run_info(self) -> dict[str, Any]:
+        """Settings worth recording in the run summary (e.g. sensitive attributes on/off)."""
+        return {"sensitive_attributes": self.options.sensitive_attributes}

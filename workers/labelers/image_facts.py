@@ -1,0 +1,36 @@
+"""The cheapest real labeler: facts about the pixels, no model.
+
+Width/height (after EXIF rotation), format and mode come from decoding; this
+adds a 64-bit perceptual hash (DCT pHash, via imagehash) for near-duplicate
+search. Used by the backbone's tests and benchmark, and as a smoke test of a
+deployment before any weights are involved.
+"""
+
+from __future__ import annotations
+
+import time
+
+import imagehash
+
+from workers.images import DecodedImage
+from workers.labelers.base import Labeler, LabelOutput
+
+
+class ImageFactsLabeler(Labeler):
+    name = "image-facts"
+
+    @property
+    def version(self) -> str:
+        return f"image-facts/imagehash-{imagehash.__version__}"
+
+    def label(self, images: list[DecodedImage]) -> list[LabelOutput]:
+        outputs = []
+        for image in images:
+            started = time.perf_counter()
+            try:
+                phash = str(imagehash.phash(image.pil()))
+            except Exception as exc:  # noqa: BLE001 - one bad image is one error row
+                outputs.append(LabelOutput.failed("label_error", f"{type(exc).__name__}: {exc}"))
+                continue
+            outputs.append(LabelOutput(facts={"phash": phash}, label_ms=(time.perf_counter() - started) * 1000))
+        return outputs

@@ -1,0 +1,123 @@
+"""The versioned record of one labeled image: pydantic model and pyarrow schema.
+
+`LabeledImage` is the single definition; `ARROW_SCHEMA` is derived from it, so
+the Parquet files, the OpenSearch mapping and the Python objects always agree.
+Bump SCHEMA_VERSION when a field changes meaning or type.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import types
+from typing import Any, Literal, Optional, Union, get_args, get_origin
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from workers.attributes import Person, Quality, Scene
+
+SCHEMA_VERSION = "1.0"
+
+Status = Literal["ok", "error"]
+
+# error_kind values used by the pipeline itself; labelers may add their own.
+ERROR_KINDS = (
+    "missing",  # object vanished between listing and reading
+    "read_error",  # storage refused or timed out
+    "empty_file",
+    "not_an_image",  # bytes are not a known image format
+    "truncated",  # a known format, cut short
+    "decompression_bomb",  # more pixels than max_pixels
+    "decode_error",  # anything else the decoder raised
+    "label_error",  # the labeler failed on this image
+)
+
+
+class LabeledImage(BaseModel):
+    """One row of DEST/labels: what we know about one source object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str
+    etag: Optional[str] = None
+    mtime: Optional[dt.datetime] = None
+    size_bytes: Optional[int] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    format: Optional[str] = None
+    mode: Optional[str] = None
+    phash: Optional[str] = None
+
+    status: Status
+    error_kind: Optional[str] = None
+    error_message: Optional[str] = None
+
+    labeler: str
+    labeler_version: str
+    prompt_version: Optional[str] = None
+    schema_version: str = SCHEMA_VERSION
+    run_id: str
+    shard_id: str
+    labeled_at: dt.datetime
+
+    read_ms: Optional[float] = None
+    decode_ms: Optional[float] = None
+    label_ms: Optional[float] = None
+
+    gated: Optional[bool] = None
+    caption: Optional[str] = None
+    people_count: Optional[int] = None
+    faces_visible: Optional[int] = None
+    persons: Optional[list[Person]] = None
+    scene: Optional[Scene] = None
+    quality: Optional[Quality] = None
+
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"unsupported union {annotation!r}")
+        return _arrow_type(inner[0])
+    if origin is Literal:
+        return pa.string()
+    if origin is list:
+        return pa.list_(_arrow_type(get_args(annotation)[0]))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return pa.struct(arrow_fields(annotation))
+    mapping: dict[Any, pa.DataType] = {
+        str: pa.string(),
+        int: pa.int64(),
+        float: pa.float64(),
+        bool: pa.bool_(),
+        dt.datetime: pa.timestamp("us", tz="UTC"),
+    }
+    if annotation in mapping:
+        return mapping[annotation]
+    raise TypeError(f"no arrow type for {annotation!r}")
+
+
+def arrow_fields(model: type[BaseModel]) -> list[pa.Field]:
+    return [
+        pa.field(name, _arrow_type(field.annotation), nullable=not field.is_required())
+        for name, field in model.model_fields.items()
+    ]
+
+
+ARROW_SCHEMA: pa.Schema = pa.schema(
+    arrow_fields(LabeledImage), metadata={b"humantag.schema_version": SCHEMA_VERSION.encode()}
+)
+
+
+def records_to_table(records: list[LabeledImage]) -> pa.Table:
+    rows = [r.model_dump(mode="python") for r in records]
+    return pa.Table.from_pylist(rows, schema=ARROW_SCHEMA)
+
+
+def table_to_records(table: pa.Table) -> list[LabeledImage]:
+    return [LabeledImage.model_validate(row) for row in table.to_pylist()]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
