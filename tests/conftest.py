@@ -1,0 +1,16 @@
+"""Suite-wide settings. Fixtures for real servers live in tests/fixtures/ as plugins."""
+
+import os
+
+# Before any import of prefect or ray: no telemetry, no server, no network.
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+pytest_plugins = [
+    "tests.fixtures.s3",
+    "tests.fixtures.ray_cluster",
+]
