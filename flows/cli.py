@@ -1,0 +1,56 @@
+"""`humantag` command line: one typer app, one module per command in flows/commands/."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import typer
+
+from flows.errors import UserError
+from flows.runtime import apply_default_environment
+
+# Each module defines `register(app: typer.Typer) -> None`.
+COMMAND_MODULES = [
+    "flows.commands.run",
+]
+
+app = typer.Typer(
+    name="humantag",
+    help="Label image archives by the people in them, and search the labels.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _main(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug)."),
+) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    """Entry point: user errors are one line on stderr and exit code 2, never a traceback."""
+    apply_default_environment()
+    try:
+        app(standalone_mode=True)
+    except UserError as exc:
+        typer.echo(f"humantag: error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("humantag: interrupted; rerun the same command to resume", err=True)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()
