@@ -49,6 +49,7 @@ class ShardStats(BaseModel):
     parquet: str
     labeler: str
     labeler_version: str
+    started_at: str
     finished_at: str
 
 
@@ -109,6 +110,7 @@ def run_shard(
     on_batch: Optional[BatchDone] = None,
 ) -> ShardStats:
     started = time.perf_counter()
+    started_at = utcnow().isoformat()
     objects = read_shard_objects(fs, layout, run_id, shard)
     rows = label_objects(objects, pool, config, decode, run_id, shard.shard_id, on_batch)
     if len(rows) != len(objects):
@@ -131,6 +133,7 @@ def run_shard(
         parquet=parquet_path,
         labeler=first.labeler if first else config.labeler,
         labeler_version=first.labeler_version if first else "",
+        started_at=started_at,
         finished_at=utcnow().isoformat(),
     )
     # The marker is written last: its presence means the Parquet file is complete.
