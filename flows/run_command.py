@@ -18,7 +18,7 @@ from flows import progress
 from flows.config import PoolConfig, RunConfig
 from flows.errors import UserError
 from flows.listing import SourceSpec, iter_source
-from workers.labelers import LabelerOptions, labeler_names
+from workers.labelers import LabelerOptions, is_known_labeler, labeler_names
 from workers.loader import DecodeOptions
 from workers.storage import StorageAccessDenied, StorageOptions, classify_storage_error, filesystem, write_bytes_atomic
 
@@ -55,8 +55,6 @@ class RunRequest:
 def choose_labeler(requested: Optional[str], ray_address: Optional[str]) -> tuple[str, str]:
     """(name, why). Explicit wins; otherwise HumanVLM behind the gate on GPU clusters, else cpu."""
     if requested:
-        if requested not in labeler_names():
-            raise UserError(f"unknown labeler {requested!r}; choose one of: {', '.join(labeler_names())}")
         return requested, "chosen with --labeler"
     from workers.labelers.default import choose_default_labeler
     from flows.ray_runtime import ensure_ray
@@ -152,8 +150,8 @@ class RichProgress:
 
 def execute_run(req: RunRequest) -> None:
     console = Console(stderr=True)
-    if req.labeler and req.labeler not in labeler_names():
-        raise UserError(f"unknown labeler {req.labeler!r}; choose one of: {', '.join(labeler_names())}")
+    if req.labeler and not is_known_labeler(req.labeler):
+        raise UserError(f"unknown labeler {req.labeler!r}; choose one of: {', '.join(labeler_names())} (or module:Class)")
     # Cheap checks first: a typo in a path should not wait for Ray to start.
     provisional = build_config(req, req.labeler or "image-facts")
     check_source(provisional)
