@@ -37,17 +37,30 @@ class RunConfig(BaseModel):
     run_id: Optional[str] = None
     ray_address: Optional[str] = None
     shard_retries: int = Field(default=2, ge=0)
+    # Plan against the ledger: only new/changed (and with relabel_stale, stale) objects.
+    incremental: bool = False
+    relabel_stale: bool = False
+    track_deletions: bool = True  # incremental: mark rows of objects gone from the source
+    listing_workers: int = Field(default=1, ge=1)  # >1: list top-level prefixes in parallel
 
-    def resolved_run_id(self) -> str:
-        """Explicit --run-id, or a hash of what defines the work, so rerunning the same command resumes."""
-        if self.run_id:
-            return self.run_id
+    def command_key(self) -> str:
+        """A hash of what defines the work: the same command gives the same key."""
         identity = {
             "source": self.source.model_dump(mode="json"),
             "dest": self.dest,
             "labeler": self.labeler,
             "labeler_options": self.labeler_options.model_dump(mode="json"),
             "shard_size": self.shard_size,
+            "incremental": self.incremental,
+            "relabel_stale": self.relabel_stale,
         }
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-        return f"run-{digest}"
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+    def resolved_run_id(self) -> str:
+        """Explicit --run-id, or derived from the command, so rerunning the same command resumes.
+
+        Incremental runs get a fresh id per run (see flows.run_ids); this is their prefix.
+        """
+        if self.run_id:
+            return self.run_id
+        return f"{'inc' if self.incremental else 'run'}-{self.command_key()}"

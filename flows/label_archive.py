@@ -24,12 +24,15 @@ from flows import progress
 from flows.config import RunConfig
 from flows.errors import UserError
 from flows.listing import iter_source
+from flows.incremental import CurrentVersions, build_incremental_plan, read_deleted
 from flows.plan import RunPlan, ShardSpec, build_plan, load_plan
+from flows.run_ids import resolve_run_id
 from flows.ray_runtime import ensure_ray
 from flows.shard_runner import ShardStats, load_markers, run_shard
 from indexers.layout import OutputLayout
 from workers.actors import LabelerPool
-from workers.labelers import create_labeler
+from indexers.ledger import rewrite_shard
+from workers.labelers import Labeler, create_labeler
 from workers.loader import DecodeOptions
 from workers.records import SCHEMA_VERSION, utcnow
 from workers.storage import StorageUnavailable, filesystem, write_bytes_atomic
@@ -50,6 +53,7 @@ class RunSummary(BaseModel):
     ok: int
     errors: dict[str, int]
     gated: int
+    plan: dict[str, int]
     shards_total: int
     shards_done_before: int
     shards_done_now: int
@@ -97,18 +101,46 @@ def label_shard(shard: ShardSpec, pool: LabelerPool, config: RunConfig, decode: 
     return stats
 
 
-def plan_run(config: RunConfig, run_id: str) -> RunPlan:
+def current_versions(labeler: Labeler) -> CurrentVersions:
+    versions = getattr(labeler, "current_versions", None)
+    return CurrentVersions(
+        labeler_versions=tuple(versions() if callable(versions) else (labeler.version,)),
+        prompt_version=getattr(labeler, "prompt_version", None),
+    )
+
+
+def plan_run(config: RunConfig, run_id: str, labeler: Labeler | None = None) -> RunPlan:
     fs, root = filesystem(config.dest, config.storage)
     layout = OutputLayout(root)
     existing = load_plan(fs, layout, run_id)
     if existing is not None:
         log.info("resuming run %s: plan of %d objects in %d shards", run_id, existing.total_objects, len(existing.shards))
         return existing
-    plan = build_plan(iter_source(config.source, config.storage), fs, layout, run_id, config.source.url, config.shard_size)
-    if plan.total_objects == 0:
-        raise UserError(f"no images found under {config.source.url} (extensions: {', '.join(config.source.extensions)})")
-    log.info("planned run %s: %d objects, %d shards", run_id, plan.total_objects, len(plan.shards))
+    objects = iter_source(config.source, config.storage, workers=config.listing_workers)
+    if config.incremental:
+        labeler = labeler or create_labeler(config.labeler, config.labeler_options)
+        plan = build_incremental_plan(
+            objects, config.source, fs, layout, run_id, config.shard_size, current_versions(labeler),
+            relabel_stale=config.relabel_stale, track_deletions=config.track_deletions,
+        )
+        if plan.counts.listed == 0:
+            raise UserError(f"no images found under {config.source.url}; refusing to mark every labeled object deleted")
+    else:
+        plan = build_plan(objects, fs, layout, run_id, config.source.url, config.shard_size)
+        if plan.total_objects == 0:
+            raise UserError(f"no images found under {config.source.url} (extensions: {', '.join(config.source.extensions)})")
+    log.info("planned run %s: %d objects to label in %d shards", run_id, plan.total_objects, len(plan.shards))
     return plan
+
+
+def apply_deletions(config: RunConfig, run_id: str) -> int:
+    """Mark the rows of objects gone from the source as deleted (idempotent)."""
+    fs, root = filesystem(config.dest, config.storage)
+    layout = OutputLayout(root)
+    changed = 0
+    for shard_id, uris in sorted(read_deleted(fs, layout, run_id).items()):
+        changed += rewrite_shard(fs, layout, shard_id, delete_uris=uris)
+    return changed
 
 
 def summarise(config: RunConfig, run_id: str, plan: RunPlan, markers: dict[str, ShardStats], done_before: int,
@@ -129,6 +161,7 @@ def summarise(config: RunConfig, run_id: str, plan: RunPlan, markers: dict[str, 
         ok=sum(s.ok for s in markers.values()),
         errors=dict(errors),
         gated=sum(s.gated for s in markers.values()),
+        plan=plan.counts.model_dump(),
         shards_total=len(plan.shards),
         shards_done_before=done_before,
         shards_done_now=len(done_now),
@@ -142,16 +175,16 @@ def summarise(config: RunConfig, run_id: str, plan: RunPlan, markers: dict[str, 
 @flow(name="label_archive", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
 def label_archive(config: RunConfig) -> RunSummary:
     started = time.perf_counter()
-    run_id = config.resolved_run_id()
     fs, root = filesystem(config.dest, config.storage)
     layout = OutputLayout(root)
-    plan = plan_run(config, run_id)
+    run_id = resolve_run_id(config, fs, layout)
+    labeler = create_labeler(config.labeler, config.labeler_options)
+    plan = plan_run(config, run_id, labeler)
     markers = load_markers(fs, layout, run_id)
     todo = [s for s in plan.shards if s.shard_id not in markers]
     done_before = len(plan.shards) - len(todo)
     progress.listener().start(plan.total_objects, sum(m.images for m in markers.values()))
 
-    labeler = create_labeler(config.labeler, config.labeler_options)
     settings = {"labeler": config.labeler, **labeler.run_info()}
     done_now: list[ShardStats] = []
     if todo:
@@ -186,6 +219,8 @@ def label_archive(config: RunConfig) -> RunSummary:
                 "rerun the same command to resume"
             ) from (exc if isinstance(exc, BaseException) else None)
     progress.listener().finish()
+    if plan.counts.deleted:
+        log.info("marked %d row(s) deleted", apply_deletions(config, run_id))
 
     markers = load_markers(fs, layout, run_id)
     summary = summarise(config, run_id, plan, markers, done_before, done_now, time.perf_counter() - started, settings)

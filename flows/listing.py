@@ -11,10 +11,14 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
-from collections.abc import Iterator, Sequence
-from typing import Any
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 from fsspec.asyn import sync
 from pydantic import BaseModel, ConfigDict
 
@@ -45,13 +49,20 @@ class SourceSpec(BaseModel):
         return not any(fnmatch.fnmatchcase(relative, g) for g in self.exclude)
 
 
-def iter_source(spec: SourceSpec, storage: StorageOptions) -> Iterator[SourceObject]:
-    """Yield accepted objects; raises UserError when the source can't be listed."""
+def iter_source(spec: SourceSpec, storage: StorageOptions, workers: int = 1) -> Iterator[SourceObject]:
+    """Yield accepted objects; raises UserError when the source can't be listed.
+
+    With workers > 1, an S3 source's top-level prefixes are listed in parallel
+    (each spooled to a temporary file, so memory stays bounded) and yielded in
+    prefix order: deterministic, though not the single-listing order.
+    """
     protocol = protocol_of(spec.url)
     fs, root = filesystem(spec.url, storage)
     try:
         if protocol == "file":
             yield from _iter_local(spec, root)
+        elif protocol in ("s3", "s3a") and workers > 1:
+            yield from _iter_s3_parallel(spec, fs, root, workers)
         elif protocol in ("s3", "s3a"):
             yield from _iter_s3(spec, fs, root)
         else:
@@ -97,12 +108,19 @@ async def _next_page(agen: Any, count: int) -> list[dict[str, Any]]:
     return page
 
 
-def _iter_s3(spec: SourceSpec, fs: fsspec.AbstractFileSystem, root: str) -> Iterator[SourceObject]:
+def _split_s3(root: str) -> tuple[str, str]:
     bucket, _, key = root.partition("/")
     if not bucket:
         raise UserError("an s3:// source needs a bucket: s3://bucket[/prefix]")
-    prefix = key.rstrip("/") + "/" if key else ""
-    agen = fs._iterdir(bucket, delimiter="", prefix=prefix)  # S3 ListObjectsV2 pages, no dircache
+    return bucket, (key.rstrip("/") + "/" if key else "")
+
+
+def _iter_s3(spec: SourceSpec, fs: fsspec.AbstractFileSystem, root: str, delimiter: str = "",
+             base: Optional[str] = None) -> Iterator[SourceObject]:
+    """`root` is bucket/prefix to list; `base` the source root that relative keys are taken from."""
+    bucket, prefix = _split_s3(root)
+    _, base_prefix = _split_s3(base or root)
+    agen = fs._iterdir(bucket, delimiter=delimiter, prefix=prefix)  # ListObjectsV2 pages, no dircache
     try:
         while True:
             page = sync(fs.loop, _next_page, agen, _PAGE)
@@ -111,7 +129,7 @@ def _iter_s3(spec: SourceSpec, fs: fsspec.AbstractFileSystem, root: str) -> Iter
             for info in page:
                 if info.get("type") != "file":
                     continue
-                relative = info["name"][len(bucket) + 1 + len(prefix):]
+                relative = info["name"][len(bucket) + 1 + len(base_prefix):]
                 if not spec.accepts(relative):
                     continue
                 modified = info.get("LastModified")
@@ -123,6 +141,62 @@ def _iter_s3(spec: SourceSpec, fs: fsspec.AbstractFileSystem, root: str) -> Iter
                 )
     finally:
         sync(fs.loop, agen.aclose)
+
+
+def _top_level_prefixes(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
+    bucket, prefix = _split_s3(root)
+
+    async def collect() -> list[str]:
+        return [
+            info["name"] async for info in fs._iterdir(bucket, delimiter="/", prefix=prefix)
+            if info.get("type") == "directory"
+        ]
+
+    return sorted(sync(fs.loop, collect))
+
+
+def _spool(objects: Iterator[SourceObject], path: str) -> None:
+    with pq.ParquetWriter(path, _SPOOL_SCHEMA) as writer:
+        batch: list[SourceObject] = []
+        for obj in objects:
+            batch.append(obj)
+            if len(batch) >= 5000:
+                writer.write_table(_spool_table(batch))
+                batch = []
+        if batch:
+            writer.write_table(_spool_table(batch))
+
+
+_SPOOL_SCHEMA = pa.schema([("uri", pa.string()), ("size_bytes", pa.int64()), ("etag", pa.string()), ("mtime", pa.float64())])
+
+
+def _spool_table(batch: list[SourceObject]) -> pa.Table:
+    return pa.table(
+        {
+            "uri": [o.uri for o in batch],
+            "size_bytes": [o.size_bytes for o in batch],
+            "etag": [o.etag for o in batch],
+            "mtime": [o.mtime for o in batch],
+        },
+        schema=_SPOOL_SCHEMA,
+    )
+
+
+def _iter_s3_parallel(spec: SourceSpec, fs: fsspec.AbstractFileSystem, root: str, workers: int) -> Iterator[SourceObject]:
+    # Objects directly under the root first (one delimited listing), then each sub-prefix.
+    yield from _iter_s3(spec, fs, root, delimiter="/")
+    prefixes = _top_level_prefixes(fs, root)
+    if not prefixes:
+        return
+    with tempfile.TemporaryDirectory(prefix="humantag-list-") as tmp, ThreadPoolExecutor(workers) as pool:
+        parts = [os.path.join(tmp, f"{i:06d}.parquet") for i in range(len(prefixes))]
+        futures = [pool.submit(_spool, _iter_s3(spec, fs, p, base=root), part) for p, part in zip(prefixes, parts)]
+        for future, part in zip(futures, parts):
+            future.result()
+            for batch in pq.ParquetFile(part).iter_batches(5000):
+                for row in batch.to_pylist():
+                    yield SourceObject(**row)
+            os.remove(part)
 
 
 def _iter_generic(spec: SourceSpec, fs: fsspec.AbstractFileSystem, root: str) -> Iterator[SourceObject]:
@@ -138,12 +212,3 @@ def _iter_generic(spec: SourceSpec, fs: fsspec.AbstractFileSystem, root: str) ->
                     etag=info.get("ETag") or info.get("etag"),
                     mtime=None,
                 )
-
-
-def first_objects(spec: SourceSpec, storage: StorageOptions, count: int) -> Sequence[SourceObject]:
-    out = []
-    for obj in iter_source(spec, storage):
-        out.append(obj)
-        if len(out) >= count:
-            break
-    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Optional
@@ -19,8 +20,9 @@ import ray
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.config import RunConfig
-from flows.plan import ShardSpec, read_shard_objects
+from flows.plan import ShardSpec, read_shard_rows
 from indexers.layout import OutputLayout
+from indexers.ledger import rewrite_shard
 from indexers.parquet_sink import write_shard
 from workers.actors import LabelerPool
 from workers.loader import DecodeOptions, SourceObject, load_batch
@@ -111,12 +113,14 @@ def run_shard(
 ) -> ShardStats:
     started = time.perf_counter()
     started_at = utcnow().isoformat()
-    objects = read_shard_objects(fs, layout, run_id, shard)
+    planned = read_shard_rows(fs, layout, run_id, shard)
+    objects = [SourceObject(uri=r["uri"], size_bytes=r["size_bytes"], etag=r["etag"], mtime=r["mtime"]) for r in planned]
     rows = label_objects(objects, pool, config, decode, run_id, shard.shard_id, on_batch)
     if len(rows) != len(objects):
         raise RuntimeError(f"shard {shard.shard_id}: {len(rows)} rows for {len(objects)} objects")
     parquet_path = layout.labels_file(shard.shard_id)
     write_shard(fs, parquet_path, rows)
+    supersede_old_rows(fs, layout, shard.shard_id, planned)
     errors: dict[str, int] = collections.Counter(r.error_kind for r in rows if r.status == "error")  # type: ignore[assignment]
     first = rows[0] if rows else None
     stats = ShardStats(
@@ -139,6 +143,27 @@ def run_shard(
     # The marker is written last: its presence means the Parquet file is complete.
     write_bytes_atomic(fs, layout.marker_file(run_id, shard.shard_id), stats.model_dump_json().encode())
     return stats
+
+
+_rewrite_lock = threading.Lock()
+
+
+def supersede_old_rows(fs: fsspec.AbstractFileSystem, layout: OutputLayout, shard_id: str,
+                       planned: list[dict[str, Any]]) -> None:
+    """Remove the previous rows of changed/stale objects, so each object keeps exactly one row.
+
+    Runs after the new shard file is committed and before its marker: a crash in
+    between redoes the shard and this step, both idempotent.
+    """
+    by_old: dict[str, list[str]] = collections.defaultdict(list)
+    for row in planned:
+        old = row.get("supersedes")
+        if old and old != shard_id:
+            by_old[old].append(row["uri"])
+    # Two shards may supersede rows of the same old file: serialise the read-modify-write.
+    with _rewrite_lock:
+        for old, uris in sorted(by_old.items()):
+            rewrite_shard(fs, layout, old, drop_uris=uris)
 
 
 def load_markers(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str) -> dict[str, ShardStats]:
