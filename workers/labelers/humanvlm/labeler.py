@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
@@ -45,6 +46,15 @@ class HumanVLMSettings(BaseModel):
         return cls.model_validate(options.extra)
 
 
+@dataclass
+class GenerationStats:
+    """Counters since setup: what the benchmark and the run summary report."""
+
+    images: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+
 class HumanVLMLabeler(Labeler):
     name = "humanvlm"
     # SigLIP looks at 384 px: no point shipping full-size photos to the actor.
@@ -60,6 +70,7 @@ class HumanVLMLabeler(Labeler):
         self._loaded: Optional[model.LoadedModel] = None
         self._constraint: Optional[JsonConstraint] = None
         self._prompts: Optional[Prompts] = None
+        self.stats = GenerationStats()
 
     def _schema_spec(self) -> SchemaSpec:
         s = self.settings
@@ -201,6 +212,11 @@ class HumanVLMLabeler(Labeler):
             loaded, [p.attributes_ids for p in batch], pixels, self.attributes_max_new_tokens,
             logits_processor=constraint.logits_processor(), with_probabilities=True,
         )
+        self.stats.images += len(batch)
+        self.stats.prompt_tokens += sum(len(p.attributes_ids) + (len(p.caption_ids) if self.settings.caption else 0) for p in batch)
+        self.stats.generated_tokens += sum(len(g.token_ids) + g.finished for g in attributes)
+        if self.settings.caption:
+            self.stats.generated_tokens += sum(len(g.token_ids) + g.finished for g in generated)
         return [self._to_output(caption, g) for caption, g in zip(captions, attributes)]
 
     def _to_output(self, caption: Optional[str], generated: generation.Generated) -> LabelOutput:
