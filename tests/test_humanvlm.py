@@ -13,8 +13,8 @@ import torch
 import xgrammar as xgr
 from pydantic import ValidationError
 
-from workers.actors import LabelerReplica
-from workers.attributes import SENSITIVE_PERSON_FIELDS, Person, PersonConfidence
+from workers.actors import LabelerPool, LabelerReplica
+from workers.attributes import SENSITIVE_PERSON_FIELDS, Person
 from workers.images import DecodedImage
 from workers.labelers import LabelerOptions, create_labeler
 from workers.labelers.humanvlm import HumanVLMLabeler, generation
@@ -181,3 +181,21 @@ def test_bad_images_are_error_rows_in_parquet(tiny_llava_dir: Path, tmp_path: Pa
         assert row.prompt_version and row.prompt_version.startswith("v1-")
         assert row.scene is not None and row.people_count is not None
     assert set(table.column("labeler_version").to_pylist()) == {version}
+
+
+def test_runs_in_a_ray_actor(ray_local, tiny_llava_dir: Path, tmp_path: Path) -> None:
+    import ray
+
+    opts = options(tiny_llava_dir, tmp_path, caption=False)
+    placement = create_labeler("humanvlm", opts).default_placement()
+    pool = LabelerPool("humanvlm", opts, replicas=1, placement=placement)
+    try:
+        (description,) = pool.descriptions
+        assert description["device"] == "cpu" and description["prompt_version"].startswith("v1-")
+        index, ref = pool.submit(ray.put(make_images(SIZES[:2])), "run1", "shard1")
+        rows = ray.get(ref)
+        pool.done(index)
+    finally:
+        pool.shutdown()
+    assert [r.status for r in rows] == ["ok", "ok"]
+    assert all(r.labeler_version == description["labeler_version"] and r.prompt_version for r in rows)
