@@ -28,8 +28,10 @@ def test_parse_sources(tmp_path: Path) -> None:
     assert loading.ModelSource.parse("s3://bucket/models/hv/") == loading.ModelSource("remote", "s3://bucket/models/hv")
     assert loading.ModelSource.parse("OpenFace-CQUPT/Human_LLaVA@abc123") == loading.ModelSource(
         "hub", "OpenFace-CQUPT/Human_LLaVA", "abc123")
-    with pytest.raises(FileNotFoundError):
-        loading.ModelSource.parse(str(tmp_path / "missing"))
+    missing = loading.ModelSource.parse(str(tmp_path / "missing"))
+    assert missing.kind == "local"  # may exist only on the worker nodes
+    with pytest.raises(FileNotFoundError, match="does not exist on this node"):
+        loading.resolve(missing, tmp_path / "cache")
 
 
 def test_local_dir_version_is_a_content_hash(tiny_llava_dir: Path, tmp_path: Path) -> None:

@@ -50,10 +50,10 @@ class ModelSource:
         if protocol not in ("file", "local"):
             return cls("remote", spec.rstrip("/"))
         path = Path(spec.removeprefix("file://")).expanduser()
-        if path.is_dir():
+        # Decided by syntax, not by looking: on a cluster the directory may exist only on the
+        # worker nodes. Existence is checked in resolve(), where the actor runs.
+        if path.is_dir() or spec.startswith(("/", ".", "~", "file://")):
             return cls("local", str(path.resolve()))
-        if spec.startswith(("/", ".", "~", "file://")):
-            raise FileNotFoundError(f"model directory {spec!r} does not exist")
         repo, _, revision = spec.partition("@")
         return cls("hub", repo, revision or None)
 
@@ -68,6 +68,8 @@ class ResolvedModel:
 def resolve(source: ModelSource, cache_dir: Path, storage: StorageOptions | None = None) -> ResolvedModel:
     """Make the weights loadable from this node; returns where, and their identity."""
     if source.kind == "local":
+        if not Path(source.location).is_dir():
+            raise FileNotFoundError(f"model directory {source.location} does not exist on this node")
         digest = local_dir_hash(Path(source.location), cache_dir)
         return ResolvedModel(source.location, None, f"{Path(source.location).name}@sha256-{digest[:16]}")
     if source.kind == "remote":
