@@ -18,4 +18,5 @@ if "PREFECT_HOME" not in os.environ:
 pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.ray_cluster",
+    "tests.fixtures.tiny_llava",
 ]
