@@ -39,6 +39,7 @@ class RunConfig(BaseModel):
     shard_retries: int = Field(default=2, ge=0)
     # Plan against the ledger: only new/changed (and with relabel_stale, stale) objects.
     incremental: bool = False
+    backfill: bool = False  # incremental planning, one stable run id until finished, no deletion marks
     relabel_stale: bool = False
     track_deletions: bool = True  # incremental: mark rows of objects gone from the source
     listing_workers: int = Field(default=1, ge=1)  # >1: list top-level prefixes in parallel
@@ -52,6 +53,7 @@ class RunConfig(BaseModel):
             "labeler_options": self.labeler_options.model_dump(mode="json"),
             "shard_size": self.shard_size,
             "incremental": self.incremental,
+            "backfill": self.backfill,
             "relabel_stale": self.relabel_stale,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
@@ -63,4 +65,9 @@ class RunConfig(BaseModel):
         """
         if self.run_id:
             return self.run_id
-        return f"{'inc' if self.incremental else 'run'}-{self.command_key()}"
+        kind = "bf" if self.backfill else "inc" if self.incremental else "run"
+        return f"{kind}-{self.command_key()}"
+
+    @property
+    def plans_against_ledger(self) -> bool:
+        return self.incremental or self.backfill

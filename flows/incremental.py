@@ -57,7 +57,8 @@ def source_uri_prefix(url: str) -> str:
 
 def _spool_listing(objects: Iterable[SourceObject], path: str, batch: int = 10_000) -> int:
     count = 0
-    with pq.ParquetWriter(path, LISTING_SCHEMA.append(pa.field("seq", pa.int64()))) as writer:
+    schema = LISTING_SCHEMA.append(pa.field("seq", pa.int64()))
+    with pq.ParquetWriter(path, schema) as writer:
         rows: list[SourceObject] = []
 
         def flush() -> None:
@@ -69,7 +70,8 @@ def _spool_listing(objects: Iterable[SourceObject], path: str, batch: int = 10_0
                         "etag": [o.etag for o in rows],
                         "mtime": [o.mtime for o in rows],
                         "seq": list(range(count - len(rows), count)),
-                    }
+                    },
+                    schema=schema,
                 )
             )
             rows.clear()
@@ -127,7 +129,9 @@ def build_incremental_plan(
     current: CurrentVersions,
     relabel_stale: bool,
     track_deletions: bool,
+    ledger_at: Optional[tuple[fsspec.AbstractFileSystem, OutputLayout]] = None,
 ) -> RunPlan:
+    """Plan into (fs, layout); the ledger is read there too unless `ledger_at` names another DEST (dry runs)."""
     counts = PlanCounts()
     with tempfile.TemporaryDirectory(prefix="humantag-plan-") as tmp:
         listing_path = os.path.join(tmp, "listing.parquet")
@@ -135,7 +139,7 @@ def build_incremental_plan(
         con = duckdb.connect()
         con.execute("set preserve_insertion_order = false")
         con.register("listing", ds.dataset(listing_path, format="parquet"))
-        ledger = ledger_dataset(fs, layout)
+        ledger = ledger_dataset(*(ledger_at or (fs, layout)))
         if ledger is None:
             from workers.records import ARROW_SCHEMA
 
@@ -150,7 +154,7 @@ def build_incremental_plan(
         retryable = ", ".join(f"'{kind}'" for kind in RETRYABLE_ERRORS)
         if track_deletions:  # before the plan file, which marks planning as finished
             counts.deleted = _write_deleted(con, spec, fs, layout, run_id)
-        reader = con.execute(_DIFF_SQL.format(retryable=retryable), params).to_arrow_reader(10_000)
+        reader = con.sql(_DIFF_SQL.format(retryable=retryable), params=params).to_arrow_reader(10_000)
 
         def planned() -> Iterator[PlannedObject]:
             for batch in reader:
@@ -179,7 +183,7 @@ def deleted_file(layout: OutputLayout, run_id: str) -> str:
 def _write_deleted(con: duckdb.DuckDBPyConnection, spec: SourceSpec, fs: fsspec.AbstractFileSystem,
                    layout: OutputLayout, run_id: str) -> int:
     prefix = source_uri_prefix(spec.url)
-    reader = con.execute(_DELETED_SQL, {"prefix": prefix}).to_arrow_reader(10_000)
+    reader = con.sql(_DELETED_SQL, params={"prefix": prefix}).to_arrow_reader(10_000)
     count = 0
     with fs.open(deleted_file(layout, run_id), "wb") as fh, pq.ParquetWriter(fh, DELETED_SCHEMA) as writer:
         for batch in reader:

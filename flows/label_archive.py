@@ -103,25 +103,32 @@ def label_shard(shard: ShardSpec, pool: LabelerPool, config: RunConfig, decode: 
 
 def current_versions(labeler: Labeler) -> CurrentVersions:
     versions = getattr(labeler, "current_versions", None)
+    try:
+        prompt_version = getattr(labeler, "prompt_version", None)
+    except RuntimeError:  # known only after setup() for some labelers: compare labeler versions only
+        prompt_version = None
     return CurrentVersions(
         labeler_versions=tuple(versions() if callable(versions) else (labeler.version,)),
-        prompt_version=getattr(labeler, "prompt_version", None),
+        prompt_version=prompt_version,
     )
 
 
-def plan_run(config: RunConfig, run_id: str, labeler: Labeler | None = None) -> RunPlan:
-    fs, root = filesystem(config.dest, config.storage)
+def plan_run(config: RunConfig, run_id: str, labeler: Labeler | None = None, plan_root: str | None = None) -> RunPlan:
+    """Plan (or reload the frozen plan of) `run_id`. `plan_root`: write the plan elsewhere (dry runs)."""
+    dest_fs, dest_root = filesystem(config.dest, config.storage)
+    fs, root = (filesystem(plan_root) if plan_root else (dest_fs, dest_root))
     layout = OutputLayout(root)
     existing = load_plan(fs, layout, run_id)
     if existing is not None:
         log.info("resuming run %s: plan of %d objects in %d shards", run_id, existing.total_objects, len(existing.shards))
         return existing
     objects = iter_source(config.source, config.storage, workers=config.listing_workers)
-    if config.incremental:
+    if config.plans_against_ledger:
         labeler = labeler or create_labeler(config.labeler, config.labeler_options)
         plan = build_incremental_plan(
             objects, config.source, fs, layout, run_id, config.shard_size, current_versions(labeler),
-            relabel_stale=config.relabel_stale, track_deletions=config.track_deletions,
+            relabel_stale=config.relabel_stale, track_deletions=config.track_deletions and not config.backfill,
+            ledger_at=(dest_fs, OutputLayout(dest_root)),
         )
         if plan.counts.listed == 0:
             raise UserError(f"no images found under {config.source.url}; refusing to mark every labeled object deleted")
@@ -225,7 +232,25 @@ def label_archive(config: RunConfig) -> RunSummary:
     markers = load_markers(fs, layout, run_id)
     summary = summarise(config, run_id, plan, markers, done_before, done_now, time.perf_counter() - started, settings)
     write_bytes_atomic(fs, layout.summary_file(run_id), json.dumps(summary.model_dump(mode="json"), indent=1).encode())
+    publish_artifact(summary)
     return summary
+
+
+def publish_artifact(summary: RunSummary) -> None:
+    """The run's summary as a Prefect artifact, visible in the UI next to the flow run."""
+    from prefect.artifacts import create_markdown_artifact
+
+    errors = "\n".join(f"| {kind} | {count} |" for kind, count in sorted(summary.errors.items())) or "| none | 0 |"
+    plan = ", ".join(f"{k} {v}" for k, v in summary.plan.items() if v)
+    markdown = (
+        f"## humantag run `{summary.run_id}`\n\n"
+        f"{summary.source} → {summary.dest}, labeler `{summary.labeler}` ({', '.join(summary.labeler_versions)})\n\n"
+        f"| images | ok | errors | gated | this run | rate |\n|---|---|---|---|---|---|\n"
+        f"| {summary.total_images} | {summary.ok} | {summary.total_images - summary.ok} | {summary.gated} "
+        f"| {summary.images_this_run} in {summary.wall_s:.1f}s | {summary.images_per_s:.1f} img/s |\n\n"
+        f"Plan: {plan}\n\n| error kind | count |\n|---|---|\n{errors}\n"
+    )
+    create_markdown_artifact(key="humantag-run-summary", markdown=markdown, description=f"run {summary.run_id}")
 
 
 def _placement(num_cpus: float, num_gpus: float):

@@ -17,6 +17,7 @@ from rich.table import Table
 from flows import progress
 from flows.config import PoolConfig, RunConfig
 from flows.errors import UserError
+from flows.estimates import DEFAULT_GPU_IMAGES_PER_SECOND
 from flows.listing import SourceSpec, iter_source
 from workers.labelers import LabelerOptions, is_known_labeler, labeler_names
 from workers.loader import DecodeOptions
@@ -50,6 +51,13 @@ class RunRequest:
     ray_address: Optional[str] = None
     show_progress: bool = True
     json_summary: bool = False
+    incremental: bool = False
+    relabel_stale: bool = False
+    track_deletions: bool = True
+    listing_workers: int = 1
+    backfill: bool = False
+    dry_run: bool = False
+    gpu_rate: float = DEFAULT_GPU_IMAGES_PER_SECOND
 
 
 def choose_labeler(requested: Optional[str], ray_address: Optional[str]) -> tuple[str, str]:
@@ -84,6 +92,11 @@ def build_config(req: RunRequest, labeler: str) -> RunConfig:
         storage=storage,
         run_id=req.run_id,
         ray_address=req.ray_address,
+        incremental=req.incremental,
+        backfill=req.backfill,
+        relabel_stale=req.relabel_stale,
+        track_deletions=req.track_deletions,
+        listing_workers=req.listing_workers,
     )
 
 
@@ -155,11 +168,17 @@ def execute_run(req: RunRequest) -> None:
     # Cheap checks first: a typo in a path should not wait for Ray to start.
     provisional = build_config(req, req.labeler or "image-facts")
     check_source(provisional)
-    check_destination(provisional)
+    if not req.dry_run:
+        check_destination(provisional)
     labeler, why = choose_labeler(req.labeler, req.ray_address)
     config = build_config(req, labeler)
     log.info("labeler %s (%s)", labeler, why)
-    console.print(f"humantag: labeling {config.source.url} -> {config.dest} with [bold]{labeler}[/] ({why}); run {config.resolved_run_id()}")
+    if not req.dry_run:
+        console.print(f"humantag: labeling {config.source.url} -> {config.dest} with [bold]{labeler}[/] ({why}); run {config.resolved_run_id()}")
+
+    if req.dry_run:
+        print_dry_run(config, req.gpu_rate, Console())
+        return
 
     from flows.label_archive import run_label_archive
 
@@ -173,6 +192,33 @@ def execute_run(req: RunRequest) -> None:
         sys.stdout.write(json.dumps(summary.model_dump(mode="json")) + "\n")
         return
     print_summary(summary, Console())
+
+
+def print_dry_run(config: RunConfig, gpu_rate: float, console: Console) -> None:
+    """Plan into a scratch folder (DEST is not written) and say what a run would do."""
+    import tempfile
+
+    from flows.label_archive import plan_run
+
+    with tempfile.TemporaryDirectory(prefix="humantag-dry-run-") as scratch:
+        plan = plan_run(config, config.resolved_run_id(), plan_root=scratch)
+    counts = plan.counts
+    table = Table(title=f"plan for {config.source.url} -> {config.dest} (dry run: nothing written)", show_header=False)
+    table.add_row("objects listed", f"{counts.listed:,}")
+    table.add_row("to label", f"{plan.total_objects:,} ({_gib(plan.total_bytes)})")
+    if config.plans_against_ledger:
+        table.add_row("  new / changed / retried / stale", f"{counts.new:,} / {counts.changed:,} / {counts.retry:,} / {counts.stale:,}")
+        table.add_row("already labeled (current version)", f"{counts.unchanged:,}")
+        if counts.deleted:
+            table.add_row("deleted from the source", f"{counts.deleted:,}")
+    table.add_row("shards", f"{len(plan.shards):,} of up to {config.shard_size}")
+    hours = plan.total_objects / gpu_rate / 3600 if gpu_rate > 0 else float("nan")
+    table.add_row("estimated HumanVLM GPU-hours", f"{hours:,.2f} at {gpu_rate:g} images/s per GPU (--gpu-rate)")
+    console.print(table)
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:,.2f} GiB"
 
 
 def print_summary(summary: Any, console: Console) -> None:

@@ -19,7 +19,7 @@ from indexers.layout import OutputLayout
 
 def resolve_run_id(config: RunConfig, fs: fsspec.AbstractFileSystem, layout: OutputLayout) -> str:
     base = config.resolved_run_id()
-    if config.run_id or not config.incremental:
+    if config.run_id or not config.incremental or config.backfill:
         return base
     previous = []
     if fs.exists(layout.runs_dir):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
+from collections.abc import Callable
 from typing import Any, Optional
 
 import typer
 
 from flows.errors import UserError
+from flows.estimates import DEFAULT_GPU_IMAGES_PER_SECOND
 
 log = logging.getLogger("humantag.run")
 
@@ -30,6 +34,37 @@ def parse_key_values(pairs: list[str], flag: str) -> dict[str, Any]:
 
 def register(app: typer.Typer) -> None:
     app.command("run", no_args_is_help=True)(run)
+    app.command("backfill", no_args_is_help=True)(_backfill_command())
+
+
+def _backfill_command() -> Callable[..., None]:
+    """`backfill` is `run` planned against the ledger, with backfill defaults (same options otherwise)."""
+    signature = inspect.signature(run)
+    drop = {"incremental", "relabel_stale", "_backfill"}
+    defaults = {"listing_workers": 8}
+    params = []
+    for param in signature.parameters.values():
+        if param.name in drop:
+            continue
+        if param.name in defaults:
+            option = copy.copy(param.default)
+            option.default = defaults[param.name]
+            param = param.replace(default=option)
+        params.append(param)
+
+    def backfill(**kwargs: Any) -> None:
+        run(**kwargs, incremental=False, relabel_stale=True, _backfill=True)
+
+    backfill.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    backfill.__annotations__ = {k: v for k, v in run.__annotations__.items() if k not in drop}
+    backfill.__doc__ = """Label a whole bucket once, or again after a model upgrade: resumable, skips what is done.
+
+    Plans against the ledger in OUT: objects already labeled by the current
+    labeler/prompt/schema version are skipped, stale ones relabeled. The run id is
+    derived from the command: after Ctrl-C, a killed driver or a lost worker,
+    rerun the same command to continue. Use --dry-run first to see the plan.
+    """
+    return backfill
 
 
 def run(
@@ -54,8 +89,14 @@ def run(
     aws_secret_access_key: Optional[str] = typer.Option(None, "--aws-secret-access-key", envvar="AWS_SECRET_ACCESS_KEY", help="S3 secret key.", show_default=False),
     region: Optional[str] = typer.Option(None, "--region", envvar="AWS_REGION", help="S3 region."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Join this Ray cluster instead of starting a local one."),
+    incremental: bool = typer.Option(False, "--incremental", help="Label only objects that are new or changed since the last runs into OUT (per the ledger); mark rows of objects deleted from SOURCE."),
+    relabel_stale: bool = typer.Option(False, "--relabel-stale", help="With --incremental: also relabel objects labeled by another labeler, prompt or schema version."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List and plan only: print objects, bytes, shards, already-labeled and estimated GPU-hours; write nothing."),
+    listing_workers: int = typer.Option(1, "--listing-workers", min=1, envvar="HUMANTAG_LISTING_WORKERS", help="List an S3 source's top-level prefixes in parallel with this many threads."),
+    gpu_rate: float = typer.Option(DEFAULT_GPU_IMAGES_PER_SECOND, "--gpu-rate", min=0.001, help="HumanVLM images/s per GPU for --dry-run's GPU-hour estimate (measure with bench/humanvlm_throughput.py)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs only)."),
     json_summary: bool = typer.Option(False, "--json", help="Print the run summary as JSON instead of a table."),
+    _backfill: bool = typer.Option(False, "--_backfill", hidden=True),
 ) -> None:
     """Label every image under SOURCE; write one Parquet row per image under OUT/labels.
 
@@ -71,5 +112,9 @@ def run(
         sensitive_attributes=sensitive_attributes, max_pixels=max_pixels, endpoint_url=endpoint_url,
         aws_access_key_id=aws_access_key_id, aws_secret_access_key=aws_secret_access_key, region=region,
         ray_address=ray_address, show_progress=not no_progress, json_summary=json_summary,
+        incremental=incremental, relabel_stale=relabel_stale, dry_run=dry_run, listing_workers=listing_workers,
+        gpu_rate=gpu_rate, backfill=_backfill,
     )
+    if relabel_stale and not (incremental or _backfill):
+        raise UserError("--relabel-stale needs --incremental")
     execute_run(request)
