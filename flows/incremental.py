@@ -183,6 +183,7 @@ def deleted_file(layout: OutputLayout, run_id: str) -> str:
 def _write_deleted(con: duckdb.DuckDBPyConnection, spec: SourceSpec, fs: fsspec.AbstractFileSystem,
                    layout: OutputLayout, run_id: str) -> int:
     prefix = source_uri_prefix(spec.url)
+    fs.makedirs(layout.run_dir(run_id), exist_ok=True)
     reader = con.sql(_DELETED_SQL, params={"prefix": prefix}).to_arrow_reader(10_000)
     count = 0
     with fs.open(deleted_file(layout, run_id), "wb") as fh, pq.ParquetWriter(fh, DELETED_SCHEMA) as writer:

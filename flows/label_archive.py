@@ -182,6 +182,13 @@ def summarise(config: RunConfig, run_id: str, plan: RunPlan, markers: dict[str, 
 @flow(name="label_archive", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
 def label_archive(config: RunConfig) -> RunSummary:
     started = time.perf_counter()
+    if config.labeler == "auto":  # deployments choose where they run: GPU cluster or not
+        from workers.labelers.default import choose_default_labeler
+
+        ensure_ray(config.ray_address)
+        chosen, why = choose_default_labeler()
+        log.info("labeler %s (%s)", chosen, why)
+        config = config.model_copy(update={"labeler": chosen})
     fs, root = filesystem(config.dest, config.storage)
     layout = OutputLayout(root)
     run_id = resolve_run_id(config, fs, layout)

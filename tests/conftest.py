@@ -18,5 +18,6 @@ if "PREFECT_HOME" not in os.environ:
 pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.ray_cluster",
+    "tests.fixtures.prefect_server",
     "tests.fixtures.tiny_llava",
 ]
