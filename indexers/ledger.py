@@ -36,7 +36,7 @@ LEDGER_COLUMNS = [
 def label_files(fs: fsspec.AbstractFileSystem, layout: OutputLayout) -> list[str]:
     if not fs.exists(layout.labels_dir):
         return []
-    return sorted(p for p in fs.ls(layout.labels_dir, detail=False) if p.endswith(".parquet") and "/.tmp-" not in p)
+    return sorted(p for p in fs.ls(layout.labels_dir, detail=False) if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith("."))
 
 
 def ledger_dataset(fs: fsspec.AbstractFileSystem, layout: OutputLayout) -> Optional[ds.Dataset]:

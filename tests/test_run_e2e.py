@@ -133,7 +133,7 @@ def test_s3_source_and_destination(s3_server, tmp_path):
     assert sorted(r["uri"] for r in rows) == sorted(f"s3://{bucket}/photos/2024/{n}" for n in expected)
     assert all(r["etag"] for r in rows if r["status"] == "ok")
     assert fs.exists(f"{bucket}/humantag/_runs/{summary['run_id']}/summary.json")
-    assert not [p for p in fs.find(f"{bucket}/humantag") if "/.tmp-" in p or p.endswith(".partial")]
+    assert not [p for p in fs.find(f"{bucket}/humantag") if p.endswith((".tmp", ".partial"))]
 
     wrong = dict(env, AWS_SECRET_ACCESS_KEY="not-the-secret")
     failed = run_cli("run", f"s3://{bucket}/photos", "--out", str(tmp_path / "o2"), "--labeler", "image-facts", env=wrong)
@@ -153,25 +153,36 @@ def _photos(folder: Path, count: int) -> None:
         Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(folder / f"{i:04d}.jpg", quality=80)
 
 
-def test_sigkill_of_the_driver_then_rerun_gives_exactly_one_row_per_image(tmp_path):
+@pytest.mark.parametrize(
+    "command, sig",
+    [("run", signal.SIGKILL), ("backfill", signal.SIGKILL), ("backfill", signal.SIGINT)],
+    ids=["run-sigkill", "backfill-sigkill", "backfill-ctrl-c"],
+)
+def test_interrupted_driver_then_rerun_gives_exactly_one_row_per_image(tmp_path, command, sig):
     src, dest = tmp_path / "src", tmp_path / "out"
     _photos(src, 240)
-    args = ("run", str(src), "--out", str(dest), "--labeler", "image-facts", "--shard-size", "8",
+    args = (command, str(src), "--out", str(dest), "--labeler", "image-facts", "--shard-size", "8",
             "--shard-concurrency", "1", "--batch-size", "4", "--no-progress", "--json")
     proc = popen_cli(*args)
     markers = None
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        runs = list((dest / "_runs").glob("run-*/shards/*.json"))
+        runs = list((dest / "_runs").glob("*/shards/*.json"))
         if len(runs) >= 3:
             markers = runs
             break
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         time.sleep(0.05)
     assert markers, "the run never committed a shard"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its session
-    proc.wait(timeout=30)
-    done_at_kill = len(list((dest / "_runs").glob("run-*/shards/*.json")))
+    if sig == signal.SIGKILL:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its session
+    else:
+        os.kill(proc.pid, signal.SIGINT)  # Ctrl-C
+    proc.wait(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode != 0
+        assert "Traceback" not in proc.stderr.read().decode()
+    done_at_kill = len(list((dest / "_runs").glob("*/shards/*.json")))
     assert done_at_kill < 30, "the run finished before it could be killed"
 
     result = run_cli(*args)
@@ -184,4 +195,4 @@ def test_sigkill_of_the_driver_then_rerun_gives_exactly_one_row_per_image(tmp_pa
     assert len(uris) == len(set(uris)) == 240
     assert all(r["status"] == "ok" for r in rows)
     assert len(list((dest / "labels").glob("*.parquet"))) == 30
-    assert not list((dest / "labels").glob(".tmp-*"))
+    assert not list((dest / "labels").glob("*.tmp"))  # temp files of the killed writer are gone

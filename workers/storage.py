@@ -8,6 +8,7 @@ builds a filesystem object itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import uuid
@@ -96,12 +97,19 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     parent = posixpath.dirname(path)
     if _is_local(fs):
         fs.makedirs(parent, exist_ok=True)
-        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+        # Hidden, and not ending in .parquet/.json: globs over the outputs never see it.
+        prefix = f".{posixpath.basename(path)}."
+        tmp = posixpath.join(parent, f"{prefix}{uuid.uuid4().hex}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        # A writer killed mid-write left its temp file behind: the committed file supersedes it.
+        for name in os.listdir(parent):
+            if name.startswith(prefix) and name.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(posixpath.join(parent, name))
     else:
         fs.pipe_file(path, data)
 
