@@ -90,6 +90,13 @@ def env_reads_in_source(source: str) -> set[str]:
             if any(ast.unparse(c) in ENV_RECEIVERS for c in node.comparators):
                 found.append(node.left)
     names = {_resolve(n, consts) for n in found}
+    # PREFIX + suffix with suffix a loop variable: PREFIX + each upper-case literal of the module.
+    literals = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    for node in found:
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and _resolve(node, consts) is None:
+            prefix = _resolve(node.left, consts)
+            if prefix and prefix.endswith("_"):
+                names |= {prefix + lit for lit in literals if lit != prefix and re.fullmatch(r"[A-Z][A-Z0-9_]*[A-Z0-9]", lit)}
     return {n for n in names if n and ENV_NAME.match(n)}
 
 
@@ -269,6 +276,18 @@ def cmd(x = typer.Option(None, envvar="A_SIX"), y = typer.Option(None, envvar=["
     assert env_reads_in_source(source) == {
         "A_ONE", "A_TWO", "A_THREE", "OPENSEARCH_URL", "A_FOUR", "A_FIVE", "A_SIX", "A_SEVEN", "A_EIGHT",
     }
+
+
+def test_scanner_expands_a_prefix_over_the_suffixes_in_its_module() -> None:
+    source = '''
+import os
+ENV_PREFIX = "OPENSEARCH_"
+def from_env(env=None):
+    env = dict(os.environ if env is None else env)
+    for key, suffix in {"username": "USER", "ca_file": "CA_FILE"}.items():
+        if env.get(ENV_PREFIX + suffix): pass
+'''
+    assert env_reads_in_source(source) == {"OPENSEARCH_USER", "OPENSEARCH_CA_FILE"}
 
 
 def test_scan_of_the_code_finds_what_it_reads() -> None:
