@@ -531,6 +531,19 @@ def test_docs_explain_every_variable_and_name_only_real_ones() -> None:
         assert var in compose_vars and var in mentioned, var
 
 
+def test_deploy_command_defaults_to_the_pool_the_worker_polls() -> None:
+    defaults = []
+    for path in (ROOT / "flows").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and node.args and any(
+                isinstance(a, ast.Constant) and a.value == "--work-pool" for a in node.args[1:]
+            ):
+                defaults.append(ast.literal_eval(node.args[0]))
+    if not defaults:
+        pytest.skip("no `humantag deploy` command with --work-pool in this tree")
+    assert defaults == [WORK_POOL]
+
+
 def test_docs_commands_match_the_files() -> None:
     text = docs_text()
     for path in set(re.findall(r"\binfra/[\w./-]+\w", text)) - {"infra/.env"}:  # .env: the user writes it
