@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from tests.fixtures.s3 import _start  # noqa: E402  (the same launcher the tests use)
 
 CHILD = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
 sys.path.insert(0, os.environ["REPO"])
 mode, url, out, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 started = time.perf_counter()
@@ -49,7 +49,9 @@ else:
                       OutputLayout(root), "bench", url, 256)
     count = plan.total_objects
 elapsed = time.perf_counter() - started
-print(json.dumps({"count": count, "seconds": elapsed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's over exec).
+hwm_kb = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+print(json.dumps({"count": count, "seconds": elapsed, "peak_rss_mb": hwm_kb / 1024}))
 """
 
 
