@@ -1,0 +1,80 @@
+"""The `cpu` labeler: OpenCV's shipped detectors, no weights to fetch, ~1 core per replica.
+
+Options (`LabelerOptions.extra`):
+- `min_score` (0.5): detections below this score are dropped (scores: detectors.py);
+- `detect_side` (320): longer side of the grey copy the detectors scan;
+- `detect_people` (true): also run the HOG full-body detector;
+- `threads` (1): OpenCV threads per replica (the replica asks Ray for 1 CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Optional
+
+import cv2
+
+from workers.images import DecodedImage
+from workers.labelers.base import Labeler, LabelOutput
+from workers.labelers.cpu.analyse import Analysis, ImageAnalyser
+from workers.labelers.cpu.caption import compose_caption
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = "1"
+
+
+class CpuLabeler(Labeler):
+    name = "cpu"
+    decode_max_side = 1024
+
+    def __init__(self, options=None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(options)
+        extra = self.options.extra
+        self.min_score = float(extra.get("min_score", 0.5))
+        self.detect_side = int(extra.get("detect_side", 320))
+        self.detect_people = bool(extra.get("detect_people", True))
+        self.threads = int(extra.get("threads", 1))
+        self._analyser: Optional[ImageAnalyser] = None
+
+    @property
+    def version(self) -> str:
+        return f"cpu-{CODE_VERSION}/opencv-{cv2.__version__}/side-{self.detect_side}"
+
+    def setup(self) -> None:
+        cv2.setNumThreads(self.threads)
+        self._analyser = ImageAnalyser(self.min_score, self.detect_side, self.detect_people)
+
+    def run_info(self) -> dict[str, Any]:
+        return {**super().run_info(), "min_score": self.min_score, "detect_side": self.detect_side}
+
+    def analyse(self, image: DecodedImage) -> Analysis:
+        if self._analyser is None:
+            self.setup()
+        assert self._analyser is not None and image.pixels is not None
+        return self._analyser.analyse(image.pixels, image.scale)
+
+    def label(self, images: list[DecodedImage]) -> list[LabelOutput]:
+        outputs = []
+        for image in images:
+            started = time.perf_counter()
+            try:
+                analysis = self.analyse(image)
+            except Exception as exc:  # noqa: BLE001 - one bad image is one error row
+                log.warning("cpu labeler failed on %s: %s", image.uri, exc)
+                outputs.append(LabelOutput.failed("label_error", f"{type(exc).__name__}: {exc}"))
+                continue
+            outputs.append(analysis_output(analysis, (time.perf_counter() - started) * 1000.0))
+        return outputs
+
+
+def analysis_output(analysis: Analysis, label_ms: Optional[float] = None) -> LabelOutput:
+    return LabelOutput(
+        caption=compose_caption(analysis.persons, analysis.faces_visible, analysis.quality),
+        people_count=len(analysis.persons),
+        faces_visible=analysis.faces_visible,
+        persons=analysis.persons,
+        quality=analysis.quality,
+        label_ms=label_ms,
+    )
