@@ -15,6 +15,7 @@ from flows.runtime import apply_default_environment
 # Each module defines `register(app: typer.Typer) -> None`.
 COMMAND_MODULES = [
     "flows.commands.run",
+    "flows.commands.eval",
 ]
 
 app = typer.Typer(

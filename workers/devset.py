@@ -55,3 +55,27 @@ def lfw_subset() -> tuple[np.ndarray, np.ndarray]:
     images = (faces * 255.0).round().clip(0, 255).astype(np.uint8) if faces.dtype != np.uint8 else faces
     is_face = np.array([1] * 100 + [0] * 100, dtype=np.uint8)
     return images, is_face
+
+
+def write_lfw_devset(out_dir: str | Path) -> tuple[list[Path], Path]:
+    """The 200 lfw_subset crops as PNGs plus their labels (labels.jsonl in `out_dir`).
+
+    A crop is labeled only by whether it is a face: people_count and
+    faces_visible 1 or 0 (no face centres: the crops are too small for them).
+    """
+    import json
+
+    from PIL import Image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images, is_face = lfw_subset()
+    paths, lines = [], []
+    for index, (pixels, face) in enumerate(zip(images, is_face)):
+        name = f"lfw_{'face' if face else 'nonface'}_{index:03d}.png"
+        Image.fromarray(pixels).save(out / name)
+        paths.append(out / name)
+        lines.append(json.dumps({"image": name, "source": "scikit-image: skimage.data.lfw_subset()", "people_count": int(face), "faces_visible": int(face)}))
+    labels = out / "labels.jsonl"
+    labels.write_text("\n".join(lines) + "\n")
+    return paths, labels
