@@ -13,4 +13,5 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.ray_cluster",
+    "tests.fixtures.devset",
 ]

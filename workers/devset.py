@@ -60,8 +60,9 @@ def lfw_subset() -> tuple[np.ndarray, np.ndarray]:
 def write_lfw_devset(out_dir: str | Path) -> tuple[list[Path], Path]:
     """The 200 lfw_subset crops as PNGs plus their labels (labels.jsonl in `out_dir`).
 
-    A crop is labeled only by whether it is a face: people_count and
-    faces_visible 1 or 0 (no face centres: the crops are too small for them).
+    A crop is labeled only by whether it is a face: faces_visible 1 or 0 (no
+    people_count: a non-face crop may still show part of a person; no face
+    centres: the crops are too small for them).
     """
     import json
 
@@ -75,7 +76,7 @@ def write_lfw_devset(out_dir: str | Path) -> tuple[list[Path], Path]:
         name = f"lfw_{'face' if face else 'nonface'}_{index:03d}.png"
         Image.fromarray(pixels).save(out / name)
         paths.append(out / name)
-        lines.append(json.dumps({"image": name, "source": "scikit-image: skimage.data.lfw_subset()", "people_count": int(face), "faces_visible": int(face)}))
+        lines.append(json.dumps({"image": name, "source": "scikit-image: skimage.data.lfw_subset()", "faces_visible": int(face)}))
     labels = out / "labels.jsonl"
     labels.write_text("\n".join(lines) + "\n")
     return paths, labels
