@@ -8,7 +8,9 @@ persons' boxes of its output (matched by overlap when the inner labeler gave
 boxes, else left to right, the order the detector lists persons in).
 
 Options (`LabelerOptions.extra`): `gate_threshold` (0.5), `gate_inner`
-("humanvlm"); the rest of `extra` goes to both labelers. The run summary
+("humanvlm"), `gate_workers` (2: detector threads; OpenCV releases the GIL,
+each thread keeps its own cascades); the rest of `extra` goes to both
+labelers. The replica asks Ray for max(inner CPUs, gate_workers) CPUs. The run summary
 counts saved images from the rows (`gated=True`), so the figure survives
 reruns and resumed runs; `run_info()` records the gate's settings.
 """
@@ -16,8 +18,10 @@ reruns and resumed runs; `run_info()` records the gate's settings.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import Any, Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional, Union
 
 from workers.attributes import Box, Person
 from workers.images import DecodedImage
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INNER = "humanvlm"
 DEFAULT_THRESHOLD = 0.5
+DEFAULT_WORKERS = 2
 
 
 class GateLabeler(Labeler):
@@ -42,10 +47,14 @@ class GateLabeler(Labeler):
         extra = dict(self.options.extra)
         self.threshold = float(extra.pop("gate_threshold", DEFAULT_THRESHOLD))
         self.inner_name = str(extra.pop("gate_inner", DEFAULT_INNER))
+        self.workers = max(1, int(extra.pop("gate_workers", DEFAULT_WORKERS)))
         if self.inner_name == self.name:
             raise ValueError("the gate cannot wrap itself")
         # The detector reports every person the gate would let through.
-        self.detector = CpuLabeler(self.options.model_copy(update={"extra": {**extra, "min_score": self.threshold}}))
+        self._detector_options = self.options.model_copy(update={"extra": {**extra, "min_score": self.threshold}})
+        self.detector = CpuLabeler(self._detector_options)
+        self._local = threading.local()
+        self._pool: Optional[ThreadPoolExecutor] = None
         self.inner = create_labeler(self.inner_name, self.options.model_copy(update={"extra": extra}))
         # The inner labeler decides how large its pixels must be; the detector shrinks its own copy.
         self.decode_max_side = self.inner.decode_max_side  # type: ignore[misc]
@@ -55,11 +64,32 @@ class GateLabeler(Labeler):
         return f"gate-{self.threshold:g}/{self.detector.version}+{self.inner_name}:{self.inner.version}"
 
     def setup(self) -> None:
-        self.detector.setup()
+        self.detector.setup()  # fails here, not mid-batch, if the cascades can't load
+        self._local.detector = self.detector
+        if self.workers > 1:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gate-detector")
         self.inner.setup()
 
     def default_placement(self) -> Placement:
-        return self.inner.default_placement()
+        inner = self.inner.default_placement()
+        return Placement(num_cpus=max(inner.num_cpus, float(self.workers)), num_gpus=inner.num_gpus)
+
+    def _thread_detector(self) -> CpuLabeler:
+        """OpenCV cascades are not safe to share between threads: one detector per thread."""
+        detector = getattr(self._local, "detector", None)
+        if detector is None:
+            detector = CpuLabeler(self._detector_options)
+            detector.setup()
+            self._local.detector = detector
+        return detector
+
+    def _detect(self, image: DecodedImage) -> Union[tuple[Analysis, float], LabelOutput]:
+        started = time.perf_counter()
+        try:
+            analysis = self._thread_detector().analyse(image)
+        except Exception as exc:  # noqa: BLE001 - one bad image is one error row
+            return LabelOutput.failed("label_error", f"gate detector: {type(exc).__name__}: {exc}")
+        return analysis, (time.perf_counter() - started) * 1000.0
 
     def run_info(self) -> dict[str, Any]:
         return {
@@ -67,20 +97,19 @@ class GateLabeler(Labeler):
             "gate_threshold": self.threshold,
             "gate_inner": self.inner_name,
             "gate_detector": self.detector.version,
+            "gate_workers": self.workers,
         }
 
     def label(self, images: list[DecodedImage]) -> list[LabelOutput]:
         outputs: list[Optional[LabelOutput]] = [None] * len(images)
         analyses: dict[int, Analysis] = {}
         detect_ms: dict[int, float] = {}
-        for i, image in enumerate(images):
-            started = time.perf_counter()
-            try:
-                analysis = self.detector.analyse(image)
-            except Exception as exc:  # noqa: BLE001 - one bad image is one error row
-                outputs[i] = LabelOutput.failed("label_error", f"gate detector: {type(exc).__name__}: {exc}")
+        results = list(self._pool.map(self._detect, images)) if self._pool else [self._detect(img) for img in images]
+        for i, result in enumerate(results):
+            if isinstance(result, LabelOutput):
+                outputs[i] = result
                 continue
-            detect_ms[i] = (time.perf_counter() - started) * 1000.0
+            analysis, detect_ms[i] = result
             if analysis.person_score >= self.threshold:
                 analyses[i] = analysis
             else:
