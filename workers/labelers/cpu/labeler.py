@@ -3,6 +3,8 @@
 Options (`LabelerOptions.extra`):
 - `min_score` (0.5): detections below this score are dropped (scores: detectors.py);
 - `detect_side` (320): longer side of the grey copy the detectors scan;
+- `scale_factor` (1.2): step between the cascades' pyramid levels;
+- `profile_scale` (0.75): the profile-face scan uses a copy this much smaller;
 - `detect_people` (true): also run the HOG full-body detector;
 - `threads` (1): OpenCV threads per replica (the replica asks Ray for 1 CPU).
 """
@@ -34,17 +36,25 @@ class CpuLabeler(Labeler):
         extra = self.options.extra
         self.min_score = float(extra.get("min_score", 0.5))
         self.detect_side = int(extra.get("detect_side", 320))
+        self.profile_scale = float(extra.get("profile_scale", 0.75))
+        self.scale_factor = float(extra.get("scale_factor", 1.2))
         self.detect_people = bool(extra.get("detect_people", True))
         self.threads = int(extra.get("threads", 1))
         self._analyser: Optional[ImageAnalyser] = None
 
     @property
     def version(self) -> str:
-        return f"cpu-{CODE_VERSION}/opencv-{cv2.__version__}/side-{self.detect_side}"
+        return f"cpu-{CODE_VERSION}/opencv-{cv2.__version__}/side-{self.detect_side}x{self.profile_scale:g}/step-{self.scale_factor:g}"
 
     def setup(self) -> None:
         cv2.setNumThreads(self.threads)
-        self._analyser = ImageAnalyser(self.min_score, self.detect_side, self.detect_people)
+        self._analyser = ImageAnalyser(
+            self.min_score,
+            self.detect_side,
+            self.detect_people,
+            scale_factor=self.scale_factor,
+            profile_scale=self.profile_scale,
+        )
 
     def run_info(self) -> dict[str, Any]:
         return {**super().run_info(), "min_score": self.min_score, "detect_side": self.detect_side}
