@@ -38,7 +38,7 @@ class CpuLabeler(Labeler):
         self.detect_side = int(extra.get("detect_side", 320))
         self.profile_scale = float(extra.get("profile_scale", 0.75))
         self.scale_factor = float(extra.get("scale_factor", 1.2))
-        self.detect_people = bool(extra.get("detect_people", True))
+        self.detect_people = _flag(extra.get("detect_people", True))
         self.threads = int(extra.get("threads", 1))
         self._analyser: Optional[ImageAnalyser] = None
 
@@ -77,6 +77,13 @@ class CpuLabeler(Labeler):
                 continue
             outputs.append(analysis_output(analysis, (time.perf_counter() - started) * 1000.0))
         return outputs
+
+
+def _flag(value: Any) -> bool:
+    """A boolean option that may arrive as text from the command line."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "off", "")
+    return bool(value)
 
 
 def analysis_output(analysis: Analysis, label_ms: Optional[float] = None) -> LabelOutput:
