@@ -22,7 +22,6 @@ import io
 import logging
 import tempfile
 import time
-from pathlib import Path
 from typing import Callable
 
 import cv2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -63,7 +62,6 @@ def _run_cli(args: list[str], monkeypatch) -> int:
     return exit_info.value.code or 0
 
 
-@pytest.mark.slow
 def test_cpu_labeler_on_the_devset_through_ray_then_eval(ray_local, devset_photos, tmp_path, monkeypatch, capsys) -> None:
     import ray
 

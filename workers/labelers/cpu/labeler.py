@@ -18,7 +18,7 @@ from typing import Any, Optional
 import cv2
 
 from workers.images import DecodedImage
-from workers.labelers.base import Labeler, LabelOutput
+from workers.labelers.base import Labeler, LabelerOptions, LabelOutput
 from workers.labelers.cpu.analyse import Analysis, ImageAnalyser
 from workers.labelers.cpu.caption import compose_caption
 
@@ -31,7 +31,7 @@ class CpuLabeler(Labeler):
     name = "cpu"
     decode_max_side = 1024
 
-    def __init__(self, options=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, options: LabelerOptions | None = None) -> None:
         super().__init__(options)
         extra = self.options.extra
         self.min_score = float(extra.get("min_score", 0.5))
