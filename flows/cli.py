@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
 
 import typer
@@ -16,6 +15,7 @@ from flows.runtime import apply_default_environment
 COMMAND_MODULES = [
     "flows.commands.run",
     "flows.commands.eval",
+    "flows.commands.deploy",
 ]
 
 app = typer.Typer(
@@ -44,13 +44,25 @@ def main() -> None:
     """Entry point: user errors are one line on stderr and exit code 2, never a traceback."""
     apply_default_environment()
     try:
-        app(standalone_mode=True)
+        exit_code = app(standalone_mode=False)
+    except typer.Exit as exc:
+        raise SystemExit(getattr(exc, "exit_code", 0)) from None
+    except typer.Abort:
+        typer.echo("humantag: aborted", err=True)
+        raise SystemExit(130) from None
+    except typer.TyperException as exc:
+        # Usage errors as one line (the default is a multi-line box).
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if message.strip():
+            typer.echo(f"humantag: error: {message} (see --help)", err=True)
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
     except UserError as exc:
         typer.echo(f"humantag: error: {exc}", err=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         typer.echo("humantag: interrupted; rerun the same command to resume", err=True)
         raise SystemExit(130) from None
+    raise SystemExit(exit_code if isinstance(exit_code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Suite-wide settings. Fixtures for real servers live in tests/fixtures/ as plugins."""
 
 import os
+import tempfile
 
 # Before any import of prefect or ray: no telemetry, no server, no network.
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -9,9 +10,15 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# A Prefect home of the suite's own: its sqlite database is not shared with
+# other Prefect processes on the machine (concurrent writers lock it).
+if "PREFECT_HOME" not in os.environ:
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="humantag-prefect-")
 
 pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.ray_cluster",
     "tests.fixtures.devset",
+    "tests.fixtures.prefect_server",
+    "tests.fixtures.tiny_llava",
 ]

@@ -45,11 +45,10 @@ def test_threshold_is_configurable(devset_photos: list[Path]) -> None:
 
 
 def test_default_inner_is_humanvlm() -> None:
-    if "humanvlm" in REGISTRY:
-        assert create_labeler("gate").inner_name == "humanvlm"
-    else:
-        with pytest.raises(ValueError, match="humanvlm"):
-            create_labeler("gate")
+    gate = create_labeler("gate")
+    assert gate.inner_name == "humanvlm" and gate.inner.name == "humanvlm"
+    with pytest.raises(ValueError, match="cannot wrap itself"):
+        create_labeler("gate", LabelerOptions(extra={"gate_inner": "gate"}))
 
 
 class _NamesPeople(Labeler):
@@ -124,3 +123,26 @@ def test_default_labeler_without_gpu(ray_local) -> None:
     assert ray.cluster_resources().get("GPU", 0) == 0
     name, reason = choose_default_labeler()
     assert name == "cpu" and "no GPU" in reason
+
+
+def test_gate_in_front_of_tiny_humanvlm(tiny_llava_dir: Path, tmp_path: Path, devset_photos: list[Path]) -> None:
+    """The production pairing, with the tiny random HumanVLM: detector keys go to the detector, the rest to HumanVLM."""
+    options = LabelerOptions(
+        model=str(tiny_llava_dir), batch_size=4, device="cpu",
+        extra={"max_persons": 2, "caption_max_new_tokens": 8, "cache_dir": str(tmp_path / "cache"), "detect_side": 320},
+    )
+    replica = LabelerReplica("gate", options)
+    gate = replica.labeler
+    assert gate.inner_name == "humanvlm" and gate.detector.detect_side == 320
+    assert gate.decode_max_side == gate.inner.decode_max_side
+    assert gate.default_placement().num_gpus == 0.0  # device=cpu
+    rows = label_files(replica, [p for p in devset_photos if p.name in ("astronaut.png", "chelsea.png")])
+    astronaut, cat = rows["astronaut.png"], rows["chelsea.png"]
+    assert cat.gated is True and cat.labeler == "cpu" and cat.status == "ok"
+    assert astronaut.status == "ok", astronaut.error_message
+    assert astronaut.gated is False and astronaut.labeler == "humanvlm"
+    assert astronaut.labeler_version == gate.inner.version and astronaut.prompt_version
+    # Random weights say whatever the grammar allows; whoever they describe first gets the detected face.
+    if astronaut.persons:
+        assert astronaut.persons[0].face_box is not None
+        assert astronaut.persons[0].face_box.score >= 0.5

@@ -131,10 +131,11 @@ def _decode_into(data: bytes, item: DecodedImage, max_pixels: int, max_side: Opt
         item.error_kind, item.error_message = "truncated", f"{type(exc).__name__}: {exc}"
         return
     scale_w, scale_h = img.size[0] / w, img.size[1] / h  # draft() may have shrunk it
-    img = ImageOps.exif_transpose(img) or img
+    if img.getexif().get(0x0112, 1) != 1:  # transpose only when rotated: it copies the image
+        ImageOps.exif_transpose(img, in_place=True)
     rotated = (img.size[0] / scale_w, img.size[1] / scale_h)
     item.width, item.height = round(rotated[0]), round(rotated[1])
     rgb = _to_rgb(img)
     if max_side and max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    item.pixels = np.asarray(rgb, dtype=np.uint8)
+    item.pixels = np.asarray(rgb)

@@ -60,6 +60,9 @@ class LabeledImage(BaseModel):
     shard_id: str
     labeled_at: dt.datetime
 
+    # Set when the source object was deleted after labeling (incremental runs).
+    deleted_at: Optional[dt.datetime] = None
+
     read_ms: Optional[float] = None
     decode_ms: Optional[float] = None
     label_ms: Optional[float] = None

@@ -11,6 +11,7 @@ REGISTRY: dict[str, str] = {
     "image-facts": "workers.labelers.image_facts:ImageFactsLabeler",
     "cpu": "workers.labelers.cpu:CpuLabeler",
     "gate": "workers.labelers.gate:GateLabeler",
+    "humanvlm": "workers.labelers.humanvlm:HumanVLMLabeler",
 }
 
 
@@ -18,12 +19,17 @@ def labeler_names() -> list[str]:
     return sorted(REGISTRY)
 
 
+def is_known_labeler(name: str) -> bool:
+    """A registered name, or a plug-in given as "package.module:Class"."""
+    return name in REGISTRY or (":" in name and all(name.split(":", 1)))
+
+
 def create_labeler(name: str, options: LabelerOptions | None = None) -> Labeler:
-    if name not in REGISTRY:
-        raise ValueError(f"unknown labeler {name!r}; choose one of: {', '.join(labeler_names())}")
-    module_name, class_name = REGISTRY[name].split(":")
+    if not is_known_labeler(name):
+        raise ValueError(f"unknown labeler {name!r}; choose one of: {', '.join(labeler_names())}, or module:Class")
+    module_name, class_name = REGISTRY.get(name, name).split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(options or LabelerOptions())
 
 
-__all__ = ["Labeler", "LabelerOptions", "LabelOutput", "Placement", "REGISTRY", "create_labeler", "labeler_names"]
+__all__ = ["Labeler", "LabelerOptions", "LabelOutput", "Placement", "REGISTRY", "create_labeler", "is_known_labeler", "labeler_names"]

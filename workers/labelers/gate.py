@@ -9,8 +9,9 @@ boxes, else left to right, the order the detector lists persons in).
 
 Options (`LabelerOptions.extra`): `gate_threshold` (0.5), `gate_inner`
 ("humanvlm"), `gate_workers` (2: detector threads; OpenCV releases the GIL,
-each thread keeps its own cascades); the rest of `extra` goes to both
-labelers. The replica asks Ray for max(inner CPUs, gate_workers) CPUs. The run summary
+each thread keeps its own cascades); the cpu labeler's own keys
+(`CpuLabeler.OPTION_KEYS`, e.g. `detect_side`) go to the detector, every other
+key to the inner labeler. The replica asks Ray for max(inner CPUs, gate_workers) CPUs. The run summary
 counts saved images from the rows (`gated=True`), so the figure survives
 reruns and resumed runs; `run_info()` records the gate's settings.
 """
@@ -50,12 +51,14 @@ class GateLabeler(Labeler):
         self.workers = max(1, int(extra.pop("gate_workers", DEFAULT_WORKERS)))
         if self.inner_name == self.name:
             raise ValueError("the gate cannot wrap itself")
+        detector_extra = {k: v for k, v in extra.items() if k in CpuLabeler.OPTION_KEYS}
+        inner_extra = {k: v for k, v in extra.items() if k not in CpuLabeler.OPTION_KEYS}
         # The detector reports every person the gate would let through.
-        self._detector_options = self.options.model_copy(update={"extra": {**extra, "min_score": self.threshold}})
+        self._detector_options = self.options.model_copy(update={"extra": {**detector_extra, "min_score": self.threshold}})
         self.detector = CpuLabeler(self._detector_options)
         self._local = threading.local()
         self._pool: Optional[ThreadPoolExecutor] = None
-        self.inner = create_labeler(self.inner_name, self.options.model_copy(update={"extra": extra}))
+        self.inner = create_labeler(self.inner_name, self.options.model_copy(update={"extra": inner_extra}))
         # The inner labeler decides how large its pixels must be; the detector shrinks its own copy.
         self.decode_max_side = self.inner.decode_max_side  # type: ignore[misc]
 

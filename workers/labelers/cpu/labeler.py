@@ -30,6 +30,8 @@ CODE_VERSION = "1"
 class CpuLabeler(Labeler):
     name = "cpu"
     decode_max_side = 1024
+    # The `extra` keys this labeler reads: the gate routes these to its detector, the rest inward.
+    OPTION_KEYS = frozenset({"min_score", "detect_side", "profile_scale", "scale_factor", "detect_people", "threads"})
 
     def __init__(self, options: LabelerOptions | None = None) -> None:
         super().__init__(options)

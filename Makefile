@@ -1,0 +1,56 @@
+# The two commands of the README: `make demo` and `make test`. Everything else is set-up they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+# pip on these machines warns once per package about local index folders: hide that noise only.
+QUIET_PIP := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export RAY_USAGE_STATS_ENABLED := 0
+export HF_HUB_OFFLINE := 1
+DEMO_DIR ?= demo-out
+
+.PHONY: demo test test-fast bench install system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: a looser requirement resolved later would pull a multi-GB CUDA build.
+$(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
+	$(PIP) install torch==2.13.0 $(QUIET_PIP)
+	$(PIP) install -e '.[demo]' $(QUIET_PIP)
+	touch $@
+
+$(VENV)/.stamp-test: pyproject.toml $(VENV)/.stamp-base
+	$(PIP) install -e '.[test,demo]' $(QUIET_PIP)
+	touch $@
+
+install: $(VENV)/.stamp-base
+
+# Headless Chromium + driver for the web page tests (Debian packages; we run as root on CI).
+system-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "installing chromium and chromium-driver (apt-get)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	    || echo "WARNING: could not install chromium; the web page tests will fail"; \
+	fi
+
+demo: $(VENV)/.stamp-base
+	$(BIN)/python -m workers.devset $(DEMO_DIR)/photos --demo
+	$(BIN)/humantag run $(DEMO_DIR)/photos --out $(DEMO_DIR)/output
+	@echo
+	@echo "Labels: $(DEMO_DIR)/output/labels/*.parquet   Search them: $(BIN)/humantag search $(DEMO_DIR)/output --text smiling"
+
+test: $(VENV)/.stamp-test system-deps
+	$(BIN)/python -m pytest -q
+
+test-fast: $(VENV)/.stamp-test
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(VENV)/.stamp-test
+	$(BIN)/python bench/pipeline_throughput.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,67 @@
+"""Create the scheduled Prefect deployment of the nightly incremental `label_archive`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+from uuid import UUID
+
+from croniter import croniter
+
+from flows.config import RunConfig
+from flows.errors import UserError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENTRYPOINT = "flows/label_archive.py:label_archive"
+
+
+def deployment_parameters(config: RunConfig) -> dict:
+    """Flow parameters stored in the deployment. Never secrets: workers read AWS_* from their env."""
+    safe = config.model_copy(update={"storage": config.storage.model_copy(update={"key": None, "secret": None})})
+    return {"config": safe.model_dump(mode="json")}
+
+
+async def _ensure_work_pool(name: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            await client.read_work_pool(name)
+        except ObjectNotFound:
+            await client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+            log.info("created process work pool %s", name)
+
+
+def deploy_nightly(config: RunConfig, name: str, cron: str, work_pool: str, timezone: Optional[str] = None) -> UUID:
+    if not os.environ.get("PREFECT_API_URL"):
+        raise UserError("set PREFECT_API_URL to the Prefect server that should hold the deployment (see docs/deploy.md)")
+    if not croniter.is_valid(cron):
+        raise UserError(f"--cron {cron!r} is not a valid cron expression")
+    from prefect import flow
+    from prefect.schedules import Cron
+
+    try:
+        asyncio.run(_ensure_work_pool(work_pool))
+        source = flow.from_source(source=str(REPO_ROOT), entrypoint=ENTRYPOINT)
+        return source.deploy(
+            name=name,
+            work_pool_name=work_pool,
+            schedule=Cron(cron, timezone=timezone or "UTC"),
+            parameters=deployment_parameters(config.model_copy(update={"incremental": True})),
+            description=f"Nightly incremental labeling of {config.source.url} into {config.dest}",
+            tags=["humantag", "nightly"],
+            build=False,
+            push=False,
+            print_next_steps=False,
+        )
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the server's answer, as one line
+        raise UserError(f"could not create the deployment on {os.environ['PREFECT_API_URL']}: {exc}") from exc

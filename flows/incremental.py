@@ -1,0 +1,208 @@
+"""Plan a run as the difference between the source listing and the ledger.
+
+The listing is spooled to a local Parquet file as it streams, then DuckDB joins
+it with the ledger (the bookkeeping columns of DEST/labels) out of core, so
+memory stays bounded for millions of objects:
+
+  new       listed, never labeled
+  changed   listed with another etag / mtime / size than the labeled version
+  stale     unchanged, but labeled by another labeler/prompt/schema version (--relabel-stale)
+  retry     last attempt failed for a reason worth retrying (read_error, missing, label_error)
+  deleted   labeled and live in the ledger, no longer listed (under the same source prefix)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Optional
+
+import duckdb
+import fsspec
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from flows.listing import SourceSpec
+from flows.plan import LISTING_SCHEMA, PlanCounts, PlannedObject, RunPlan, write_plan
+from indexers.layout import OutputLayout
+from indexers.ledger import ledger_dataset
+from workers.loader import SourceObject
+from workers.records import SCHEMA_VERSION
+from workers.storage import filesystem, protocol_of
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_ERRORS = ("read_error", "missing", "label_error")
+DELETED_SCHEMA = pa.schema([pa.field("uri", pa.string()), pa.field("shard_id", pa.string())])
+
+
+@dataclass(frozen=True)
+class CurrentVersions:
+    labeler_versions: tuple[str, ...]  # versions that count as current (a composite labeler has several)
+    prompt_version: Optional[str]
+    schema_version: str = SCHEMA_VERSION
+
+
+def source_uri_prefix(url: str) -> str:
+    """The URI every listed object of `url` starts with (as the listing writes uris)."""
+    fs, root = filesystem(url)
+    if protocol_of(url) == "file":
+        return f"file://{root.rstrip('/')}/"
+    return fs.unstrip_protocol(root).rstrip("/") + "/"
+
+
+def _spool_listing(objects: Iterable[SourceObject], path: str, batch: int = 10_000) -> int:
+    count = 0
+    schema = LISTING_SCHEMA.append(pa.field("seq", pa.int64()))
+    with pq.ParquetWriter(path, schema) as writer:
+        rows: list[SourceObject] = []
+
+        def flush() -> None:
+            writer.write_table(
+                pa.table(
+                    {
+                        "uri": [o.uri for o in rows],
+                        "size_bytes": [o.size_bytes for o in rows],
+                        "etag": [o.etag for o in rows],
+                        "mtime": [o.mtime for o in rows],
+                        "seq": list(range(count - len(rows), count)),
+                    },
+                    schema=schema,
+                )
+            )
+            rows.clear()
+
+        for obj in objects:
+            rows.append(obj)
+            count += 1
+            if len(rows) >= batch:
+                flush()
+        if rows:
+            flush()
+    return count
+
+
+_DIFF_SQL = """
+with ledger_live as (
+    select uri, etag, size_bytes, epoch_us(mtime) / 1e6 as mtime_s, shard_id, status, error_kind,
+           labeler_version, prompt_version, schema_version
+    from ledger where deleted_at is null
+),
+joined as (
+    select l.uri, l.size_bytes, l.etag, l.mtime, l.seq, g.shard_id as old_shard,
+        case
+            when g.uri is null then 'new'
+            when g.size_bytes is distinct from l.size_bytes
+                 or (g.etag is not null and l.etag is not null and g.etag <> l.etag)
+                 or (g.mtime_s is not null and l.mtime is not null and abs(g.mtime_s - l.mtime) > 0.001) then 'changed'
+            when g.status = 'error' and g.error_kind in ({retryable}) then 'retry'
+            when $relabel_stale and (
+                 g.labeler_version not in (select unnest($versions))
+                 or g.schema_version is distinct from $schema_version
+                 or ($prompt_version is not null and g.prompt_version is distinct from $prompt_version)) then 'stale'
+            else 'unchanged'
+        end as reason
+    from listing l left join ledger_live g using (uri)
+)
+select uri, size_bytes, etag, mtime, reason, old_shard from joined order by seq
+"""
+
+_DELETED_SQL = """
+select g.uri, g.shard_id from ledger g
+where g.deleted_at is null and starts_with(g.uri, $prefix)
+  and not exists (select 1 from listing l where l.uri = g.uri)
+order by g.uri
+"""
+
+
+def build_incremental_plan(
+    objects: Iterable[SourceObject],
+    spec: SourceSpec,
+    fs: fsspec.AbstractFileSystem,
+    layout: OutputLayout,
+    run_id: str,
+    shard_size: int,
+    current: CurrentVersions,
+    relabel_stale: bool,
+    track_deletions: bool,
+    ledger_at: Optional[tuple[fsspec.AbstractFileSystem, OutputLayout]] = None,
+) -> RunPlan:
+    """Plan into (fs, layout); the ledger is read there too unless `ledger_at` names another DEST (dry runs)."""
+    counts = PlanCounts()
+    with tempfile.TemporaryDirectory(prefix="humantag-plan-") as tmp:
+        listing_path = os.path.join(tmp, "listing.parquet")
+        counts.listed = _spool_listing(objects, listing_path)
+        con = duckdb.connect()
+        con.execute("set preserve_insertion_order = false")
+        con.register("listing", ds.dataset(listing_path, format="parquet"))
+        ledger = ledger_dataset(*(ledger_at or (fs, layout)))
+        if ledger is None:
+            from workers.records import ARROW_SCHEMA
+
+            ledger = ds.dataset(ARROW_SCHEMA.empty_table())
+        con.register("ledger", ledger)
+        params = {
+            "relabel_stale": relabel_stale,
+            "versions": list(current.labeler_versions),
+            "schema_version": current.schema_version,
+            "prompt_version": current.prompt_version,
+        }
+        retryable = ", ".join(f"'{kind}'" for kind in RETRYABLE_ERRORS)
+        if track_deletions:  # before the plan file, which marks planning as finished
+            counts.deleted = _write_deleted(con, spec, fs, layout, run_id)
+        reader = con.sql(_DIFF_SQL.format(retryable=retryable), params=params).to_arrow_reader(10_000)
+
+        def planned() -> Iterator[PlannedObject]:
+            for batch in reader:
+                for row in batch.to_pylist():
+                    reason = row["reason"]
+                    setattr(counts, reason, getattr(counts, reason) + 1)
+                    if reason == "unchanged":
+                        continue
+                    obj = SourceObject(uri=row["uri"], size_bytes=row["size_bytes"], etag=row["etag"], mtime=row["mtime"])
+                    yield obj, reason, row["old_shard"]
+
+        # `counts` is filled while the manifest streams; write_plan records it at the end.
+        plan = write_plan(planned(), fs, layout, run_id, spec.url, shard_size, mode="incremental", counts=counts)
+        con.close()
+    log.info(
+        "incremental plan %s: %d listed, %d new, %d changed, %d retried, %d stale, %d unchanged, %d deleted",
+        run_id, counts.listed, counts.new, counts.changed, counts.retry, counts.stale, counts.unchanged, counts.deleted,
+    )
+    return plan
+
+
+def deleted_file(layout: OutputLayout, run_id: str) -> str:
+    return f"{layout.run_dir(run_id)}/deleted.parquet"
+
+
+def _write_deleted(con: duckdb.DuckDBPyConnection, spec: SourceSpec, fs: fsspec.AbstractFileSystem,
+                   layout: OutputLayout, run_id: str) -> int:
+    prefix = source_uri_prefix(spec.url)
+    fs.makedirs(layout.run_dir(run_id), exist_ok=True)
+    reader = con.sql(_DELETED_SQL, params={"prefix": prefix}).to_arrow_reader(10_000)
+    count = 0
+    with fs.open(deleted_file(layout, run_id), "wb") as fh, pq.ParquetWriter(fh, DELETED_SCHEMA) as writer:
+        for batch in reader:
+            rows = [r for r in batch.to_pylist() if spec.accepts(r["uri"][len(prefix):])]
+            if rows:
+                writer.write_table(pa.Table.from_pylist(rows, schema=DELETED_SCHEMA))
+                count += len(rows)
+    return count
+
+
+def read_deleted(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str) -> dict[str, list[str]]:
+    """shard id -> uris deleted from the source whose rows live in that shard."""
+    path = deleted_file(layout, run_id)
+    if not fs.exists(path):
+        return {}
+    with fs.open(path, "rb") as fh:
+        rows = pq.read_table(fh).to_pylist()
+    by_shard: dict[str, list[str]] = {}
+    for row in rows:
+        by_shard.setdefault(row["shard_id"], []).append(row["uri"])
+    return by_shard

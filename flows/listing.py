@@ -1,0 +1,214 @@
+"""Stream the image objects under a source URL, in a deterministic order.
+
+Memory stays bounded whatever the archive size: local folders are walked
+directory by directory, S3 prefixes page by page (1,000 keys a page, in the
+lexicographic order S3 guarantees). Each object keeps uri, size and etag (S3)
+or mtime (local).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.asyn import sync
+from pydantic import BaseModel, ConfigDict
+
+from flows.errors import UserError
+from workers.loader import SourceObject
+from workers.storage import StorageAccessDenied, StorageOptions, classify_storage_error, filesystem, protocol_of
+
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+_PAGE = 1000
+
+
+class SourceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+
+    def accepts(self, relative: str) -> bool:
+        """`relative` is the key below the source root, with '/' separators."""
+        name = posixpath.basename(relative)
+        if name.startswith("."):
+            return False
+        if not relative.lower().endswith(tuple(e.lower() for e in self.extensions)):
+            return False
+        if self.include and not any(fnmatch.fnmatchcase(relative, g) for g in self.include):
+            return False
+        return not any(fnmatch.fnmatchcase(relative, g) for g in self.exclude)
+
+
+def iter_source(spec: SourceSpec, storage: StorageOptions, workers: int = 1) -> Iterator[SourceObject]:
+    """Yield accepted objects; raises UserError when the source can't be listed.
+
+    With workers > 1, an S3 source's top-level prefixes are listed in parallel
+    (each spooled to a temporary file, so memory stays bounded) and yielded in
+    prefix order: deterministic, though not the single-listing order.
+    """
+    protocol = protocol_of(spec.url)
+    fs, root = filesystem(spec.url, storage)
+    try:
+        if protocol == "file":
+            yield from _iter_local(spec, root)
+        elif protocol in ("s3", "s3a") and workers > 1:
+            yield from _iter_s3_parallel(spec, fs, root, workers)
+        elif protocol in ("s3", "s3a"):
+            yield from _iter_s3(spec, fs, root)
+        else:
+            yield from _iter_generic(spec, fs, root)
+    except UserError:
+        raise
+    except FileNotFoundError as exc:
+        raise UserError(f"source {spec.url} does not exist") from exc
+    except Exception as exc:
+        mapped = classify_storage_error(exc)
+        if isinstance(mapped, StorageAccessDenied):
+            raise UserError(f"cannot list {spec.url}: {mapped}") from exc
+        raise UserError(f"cannot list {spec.url}: {mapped}") from exc
+
+
+def _iter_local(spec: SourceSpec, root: str) -> Iterator[SourceObject]:
+    if not os.path.exists(root):
+        raise UserError(f"source {spec.url} does not exist")
+    if os.path.isfile(root):
+        raise UserError(f"source {spec.url} is a file; give the folder that holds the images")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise UserError(f"source {spec.url} is not readable")
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            relative = os.path.relpath(full, root).replace(os.sep, "/")
+            if not spec.accepts(relative):
+                continue
+            try:
+                st = os.stat(full)
+            except FileNotFoundError:
+                continue  # vanished during the walk
+            yield SourceObject(uri=f"file://{full}", size_bytes=st.st_size, mtime=st.st_mtime)
+
+
+async def _next_page(agen: Any, count: int) -> list[dict[str, Any]]:
+    page = []
+    async for item in agen:
+        page.append(item)
+        if len(page) >= count:
+            break
+    return page
+
+
+def _split_s3(root: str) -> tuple[str, str]:
+    bucket, _, key = root.partition("/")
+    if not bucket:
+        raise UserError("an s3:// source needs a bucket: s3://bucket[/prefix]")
+    return bucket, (key.rstrip("/") + "/" if key else "")
+
+
+def _iter_s3(spec: SourceSpec, fs: fsspec.AbstractFileSystem, root: str, delimiter: str = "",
+             base: Optional[str] = None) -> Iterator[SourceObject]:
+    """`root` is bucket/prefix to list; `base` the source root that relative keys are taken from."""
+    bucket, prefix = _split_s3(root)
+    _, base_prefix = _split_s3(base or root)
+    agen = fs._iterdir(bucket, delimiter=delimiter, prefix=prefix)  # ListObjectsV2 pages, no dircache
+    try:
+        while True:
+            page = sync(fs.loop, _next_page, agen, _PAGE)
+            if not page:
+                return
+            for info in page:
+                if info.get("type") != "file":
+                    continue
+                relative = info["name"][len(bucket) + 1 + len(base_prefix):]
+                if not spec.accepts(relative):
+                    continue
+                modified = info.get("LastModified")
+                yield SourceObject(
+                    uri=f"s3://{info['name']}",
+                    size_bytes=int(info.get("size", 0)),
+                    etag=(info.get("ETag") or "").strip('"') or None,
+                    mtime=modified.timestamp() if modified is not None else None,
+                )
+    finally:
+        sync(fs.loop, agen.aclose)
+
+
+def _top_level_prefixes(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
+    bucket, prefix = _split_s3(root)
+
+    async def collect() -> list[str]:
+        return [
+            info["name"] async for info in fs._iterdir(bucket, delimiter="/", prefix=prefix)
+            if info.get("type") == "directory"
+        ]
+
+    return sorted(sync(fs.loop, collect))
+
+
+def _spool(objects: Iterator[SourceObject], path: str) -> None:
+    with pq.ParquetWriter(path, _SPOOL_SCHEMA) as writer:
+        batch: list[SourceObject] = []
+        for obj in objects:
+            batch.append(obj)
+            if len(batch) >= 5000:
+                writer.write_table(_spool_table(batch))
+                batch = []
+        if batch:
+            writer.write_table(_spool_table(batch))
+
+
+_SPOOL_SCHEMA = pa.schema([("uri", pa.string()), ("size_bytes", pa.int64()), ("etag", pa.string()), ("mtime", pa.float64())])
+
+
+def _spool_table(batch: list[SourceObject]) -> pa.Table:
+    return pa.table(
+        {
+            "uri": [o.uri for o in batch],
+            "size_bytes": [o.size_bytes for o in batch],
+            "etag": [o.etag for o in batch],
+            "mtime": [o.mtime for o in batch],
+        },
+        schema=_SPOOL_SCHEMA,
+    )
+
+
+def _iter_s3_parallel(spec: SourceSpec, fs: fsspec.AbstractFileSystem, root: str, workers: int) -> Iterator[SourceObject]:
+    # Objects directly under the root first (one delimited listing), then each sub-prefix.
+    yield from _iter_s3(spec, fs, root, delimiter="/")
+    prefixes = _top_level_prefixes(fs, root)
+    if not prefixes:
+        return
+    with tempfile.TemporaryDirectory(prefix="humantag-list-") as tmp, ThreadPoolExecutor(workers) as pool:
+        parts = [os.path.join(tmp, f"{i:06d}.parquet") for i in range(len(prefixes))]
+        futures = [pool.submit(_spool, _iter_s3(spec, fs, p, base=root), part) for p, part in zip(prefixes, parts)]
+        for future, part in zip(futures, parts):
+            future.result()
+            for batch in pq.ParquetFile(part).iter_batches(5000):
+                for row in batch.to_pylist():
+                    yield SourceObject(**row)
+            os.remove(part)
+
+
+def _iter_generic(spec: SourceSpec, fs: fsspec.AbstractFileSystem, root: str) -> Iterator[SourceObject]:
+    for dirpath, _dirs, files in fs.walk(root, detail=True):
+        for name in sorted(files):
+            info = files[name]
+            full = posixpath.join(dirpath, name)
+            relative = full[len(root):].lstrip("/")
+            if spec.accepts(relative):
+                yield SourceObject(
+                    uri=fs.unstrip_protocol(full),
+                    size_bytes=info.get("size"),
+                    etag=info.get("ETag") or info.get("etag"),
+                    mtime=None,
+                )

@@ -1,0 +1,178 @@
+"""Label one shard: Ray read+decode tasks feed the replica pool, rows go to one Parquet file.
+
+At most `replicas * inflight_per_replica` batches of a shard are in flight;
+decoding runs in Ray tasks beside the actors, and an actor is handed a batch
+only once its decoded pixels are in the object store.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Optional
+
+import fsspec
+import ray
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.config import RunConfig
+from flows.plan import ShardSpec, read_shard_rows
+from indexers.layout import OutputLayout
+from indexers.ledger import rewrite_shard
+from indexers.parquet_sink import write_shard
+from workers.actors import LabelerPool
+from workers.loader import DecodeOptions, SourceObject, load_batch
+from workers.records import LabeledImage, utcnow
+from workers.storage import StorageOptions, write_bytes_atomic
+
+log = logging.getLogger(__name__)
+
+BatchDone = Callable[[int, int], None]  # (images, errors) -> None, for progress bars
+
+
+class ShardStats(BaseModel):
+    """What a shard's marker holds; addable across shards for the run summary."""
+
+    model_config = ConfigDict(extra="forbid")
+    shard_id: str
+    images: int
+    ok: int
+    errors: dict[str, int] = Field(default_factory=dict)
+    gated: int = 0
+    bytes: int = 0
+    wall_s: float = 0.0
+    read_ms: float = 0.0
+    decode_ms: float = 0.0
+    label_ms: float = 0.0
+    parquet: str
+    labeler: str
+    labeler_version: str
+    started_at: str
+    finished_at: str
+
+
+@ray.remote
+def _load_batch_task(objects: list[SourceObject], decode: DecodeOptions, storage: StorageOptions) -> list[Any]:
+    return load_batch(objects, decode, storage)
+
+
+def _batches(objects: list[SourceObject], size: int) -> list[list[SourceObject]]:
+    return [objects[i : i + size] for i in range(0, len(objects), size)]
+
+
+def label_objects(
+    objects: list[SourceObject],
+    pool: LabelerPool,
+    config: RunConfig,
+    decode: DecodeOptions,
+    run_id: str,
+    shard_id: str,
+    on_batch: Optional[BatchDone] = None,
+) -> list[LabeledImage]:
+    batches = _batches(objects, config.labeler_options.batch_size)
+    results: dict[int, list[LabeledImage]] = {}
+    pending: dict[Any, tuple[int, int]] = {}  # result ref -> (batch index, actor index)
+    max_inflight = pool.size * config.pool.inflight_per_replica
+    queue = collections.deque(enumerate(batches))
+    load = _load_batch_task.options(num_cpus=config.pool.decode_cpus, max_retries=2)
+
+    def collect(block: bool) -> None:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=None if block else 0)
+        for ref in ready:
+            batch_index, actor_index = pending.pop(ref)
+            pool.done(actor_index)
+            rows = ray.get(ref)  # raises RayActorError etc.: an infrastructure failure of the shard
+            results[batch_index] = rows
+            if on_batch:
+                on_batch(len(rows), sum(r.status == "error" for r in rows))
+
+    while queue or pending:
+        while queue and len(pending) < max_inflight:
+            batch_index, batch = queue.popleft()
+            decoded_ref = load.remote(batch, decode, config.storage)
+            actor_index, result_ref = pool.submit(decoded_ref, run_id, shard_id)
+            pending[result_ref] = (batch_index, actor_index)
+        if pending:
+            collect(block=True)
+    return [row for index in range(len(batches)) for row in results[index]]
+
+
+def run_shard(
+    shard: ShardSpec,
+    pool: LabelerPool,
+    config: RunConfig,
+    decode: DecodeOptions,
+    fs: fsspec.AbstractFileSystem,
+    layout: OutputLayout,
+    run_id: str,
+    on_batch: Optional[BatchDone] = None,
+) -> ShardStats:
+    started = time.perf_counter()
+    started_at = utcnow().isoformat()
+    planned = read_shard_rows(fs, layout, run_id, shard)
+    objects = [SourceObject(uri=r["uri"], size_bytes=r["size_bytes"], etag=r["etag"], mtime=r["mtime"]) for r in planned]
+    rows = label_objects(objects, pool, config, decode, run_id, shard.shard_id, on_batch)
+    if len(rows) != len(objects):
+        raise RuntimeError(f"shard {shard.shard_id}: {len(rows)} rows for {len(objects)} objects")
+    parquet_path = layout.labels_file(shard.shard_id)
+    write_shard(fs, parquet_path, rows)
+    supersede_old_rows(fs, layout, shard.shard_id, planned)
+    errors: dict[str, int] = collections.Counter(r.error_kind for r in rows if r.status == "error")  # type: ignore[assignment]
+    first = rows[0] if rows else None
+    stats = ShardStats(
+        shard_id=shard.shard_id,
+        images=len(rows),
+        ok=sum(r.status == "ok" for r in rows),
+        errors=dict(errors),
+        gated=sum(bool(r.gated) for r in rows),
+        bytes=shard.bytes,
+        wall_s=time.perf_counter() - started,
+        read_ms=sum(r.read_ms or 0 for r in rows),
+        decode_ms=sum(r.decode_ms or 0 for r in rows),
+        label_ms=sum(r.label_ms or 0 for r in rows),
+        parquet=parquet_path,
+        labeler=first.labeler if first else config.labeler,
+        labeler_version=first.labeler_version if first else "",
+        started_at=started_at,
+        finished_at=utcnow().isoformat(),
+    )
+    # The marker is written last: its presence means the Parquet file is complete.
+    write_bytes_atomic(fs, layout.marker_file(run_id, shard.shard_id), stats.model_dump_json().encode())
+    return stats
+
+
+_rewrite_lock = threading.Lock()
+
+
+def supersede_old_rows(fs: fsspec.AbstractFileSystem, layout: OutputLayout, shard_id: str,
+                       planned: list[dict[str, Any]]) -> None:
+    """Remove the previous rows of changed/stale objects, so each object keeps exactly one row.
+
+    Runs after the new shard file is committed and before its marker: a crash in
+    between redoes the shard and this step, both idempotent.
+    """
+    by_old: dict[str, list[str]] = collections.defaultdict(list)
+    for row in planned:
+        old = row.get("supersedes")
+        if old and old != shard_id:
+            by_old[old].append(row["uri"])
+    # Two shards may supersede rows of the same old file: serialise the read-modify-write.
+    with _rewrite_lock:
+        for old, uris in sorted(by_old.items()):
+            rewrite_shard(fs, layout, old, drop_uris=uris)
+
+
+def load_markers(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str) -> dict[str, ShardStats]:
+    directory = layout.markers_dir(run_id)
+    if not fs.exists(directory):
+        return {}
+    markers = {}
+    for path in fs.find(directory):
+        if path.endswith(".json") and not path.rsplit("/", 1)[-1].startswith("."):
+            stats = ShardStats.model_validate(json.loads(fs.cat_file(path)))
+            markers[stats.shard_id] = stats
+    return markers

@@ -1,0 +1,84 @@
+"""`humantag deploy nightly` against a real Prefect server, run once through a process worker."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pyarrow.dataset as ds
+import pytest
+
+from tests.fixtures.cli import cli_env, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _photos(folder, count):
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(np.full((20, 30, 3), i * 20, np.uint8)).save(folder / f"{i}.png")
+
+
+async def _deployment(name: str):
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(f"label_archive/{name}")
+        schedules = await client.read_deployment_schedules(deployment.id)
+        return deployment, schedules
+
+
+async def _flow_run_state(flow_run_id):
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return (await client.read_flow_run(flow_run_id)).state
+
+
+def test_nightly_deployment_is_scheduled_and_runs_through_a_process_worker(prefect_server, tmp_path, monkeypatch):
+    src, dest = tmp_path / "src", tmp_path / "out"
+    _photos(src, 5)
+    env = dict(prefect_server.env)
+    result = run_cli("deploy", "nightly", "--source", str(src), "--out", str(dest), "--cron", "0 2 * * *",
+                     "--name", "nightly-test", "--labeler", "image-facts", "--work-pool", "test-pool", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "label_archive/nightly-test" in result.stdout
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    deployment, schedules = asyncio.run(_deployment("nightly-test"))
+    assert deployment.work_pool_name == "test-pool"
+    assert [s.schedule.cron for s in schedules] == ["0 2 * * *"]
+    assert deployment.parameters["config"]["incremental"] is True
+    assert deployment.parameters["config"]["storage"]["secret"] is None
+
+    run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "label_archive/nightly-test"],
+                         capture_output=True, text=True, env=cli_env(env), timeout=120)
+    assert run.returncode == 0, run.stderr + run.stdout
+    worker = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "test-pool", "--run-once"],
+                            capture_output=True, text=True, env=cli_env(env), timeout=400)
+    assert worker.returncode == 0, worker.stderr[-3000:]
+
+    from prefect.client.orchestration import get_client
+
+    async def runs():
+        async with get_client() as client:
+            return await client.read_flow_runs()
+
+    deadline = time.monotonic() + 60
+    states = []
+    while time.monotonic() < deadline:
+        states = [r.state.type.value for r in asyncio.run(runs())]
+        if states and all(s in ("COMPLETED", "FAILED", "CRASHED") for s in states):
+            break
+        time.sleep(1)
+    (tmp_path / "worker.log").write_text(worker.stdout + worker.stderr)
+    assert states == ["COMPLETED"], (states, (worker.stdout + worker.stderr)[-6000:])
+    rows = ds.dataset(str(dest / "labels")).to_table().to_pylist()
+    assert sorted(r["uri"].rsplit("/", 1)[1] for r in rows) == [f"{i}.png" for i in range(5)]
+    assert all(r["run_id"].startswith("inc-") for r in rows)
