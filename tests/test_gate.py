@@ -31,6 +31,8 @@ def test_no_person_skips_the_inner_labeler(devset_photos: list[Path]) -> None:
             assert row.gated is True and row.labeler == "cpu" and row.phash is None
             assert row.people_count == 0 and row.caption == "No person detected."
     assert sum(bool(r.gated) for r in rows.values()) == 3
+    # Incremental runs treat both kinds of rows as current.
+    assert {r.labeler_version for r in rows.values()} == set(replica.labeler.current_versions())
     info = replica.describe()
     assert info["gate_inner"] == "image-facts" and info["gate_threshold"] == 0.5
     assert info["labeler_version"].startswith("gate-0.5/cpu-")

@@ -66,6 +66,11 @@ class GateLabeler(Labeler):
     def version(self) -> str:
         return f"gate-{self.threshold:g}/{self.detector.version}+{self.inner_name}:{self.inner.version}"
 
+    def current_versions(self) -> tuple[str, ...]:
+        """Row versions that count as current (incremental runs): gated rows carry the
+        detector's version (which includes the threshold), the others the inner labeler's."""
+        return (self.detector.version, self.inner.version)
+
     def setup(self) -> None:
         self.detector.setup()  # fails here, not mid-batch, if the cascades can't load
         self._local.detector = self.detector

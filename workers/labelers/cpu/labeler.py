@@ -46,7 +46,7 @@ class CpuLabeler(Labeler):
 
     @property
     def version(self) -> str:
-        return f"cpu-{CODE_VERSION}/opencv-{cv2.__version__}/side-{self.detect_side}x{self.profile_scale:g}/step-{self.scale_factor:g}"
+        return f"cpu-{CODE_VERSION}/opencv-{cv2.__version__}/side-{self.detect_side}x{self.profile_scale:g}/step-{self.scale_factor:g}/min-{self.min_score:g}"
 
     def setup(self) -> None:
         cv2.setNumThreads(self.threads)
