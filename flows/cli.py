@@ -14,6 +14,7 @@ from flows.runtime import apply_default_environment
 # Each module defines `register(app: typer.Typer) -> None`.
 COMMAND_MODULES = [
     "flows.commands.run",
+    "flows.commands.eval",
     "flows.commands.deploy",
 ]
 

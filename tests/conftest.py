@@ -18,6 +18,7 @@ if "PREFECT_HOME" not in os.environ:
 pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.ray_cluster",
+    "tests.fixtures.devset",
     "tests.fixtures.prefect_server",
     "tests.fixtures.tiny_llava",
 ]

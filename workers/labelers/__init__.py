@@ -9,6 +9,8 @@ from workers.labelers.base import Labeler, LabelerOptions, LabelOutput, Placemen
 # name -> "module:Class"; later labelers register here.
 REGISTRY: dict[str, str] = {
     "image-facts": "workers.labelers.image_facts:ImageFactsLabeler",
+    "cpu": "workers.labelers.cpu:CpuLabeler",
+    "gate": "workers.labelers.gate:GateLabeler",
     "humanvlm": "workers.labelers.humanvlm:HumanVLMLabeler",
 }
 

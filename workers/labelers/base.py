@@ -84,6 +84,16 @@ class Labeler(ABC):
     def label(self, images: list[DecodedImage]) -> list[LabelOutput]:
         """One LabelOutput per input image, in order."""
 
+    def label_with_persons(self, images: list[DecodedImage], detected: list[list[Person]]) -> list[LabelOutput]:
+        """Label images in which a detector (the person gate) already found these persons.
+
+        `detected[i]` lists image i's persons left to right, with face/person
+        boxes in source pixels. A labeler that can use them (e.g. to name
+        the people in its prompt) overrides this; by default they are ignored
+        and the gate attaches the boxes to the output afterwards.
+        """
+        return self.label(images)
+
     def default_placement(self) -> Placement:
         return Placement()
 

@@ -1,0 +1,200 @@
+"""The person gate: the `cpu` detectors decide which images the expensive labeler sees.
+
+Images whose strongest person detection (face or body score, see
+`workers/labelers/cpu/detectors.py`) is below `gate_threshold` never reach
+the inner labeler: their row is the detector's own result with `gated=True`.
+Images with people go to the inner labeler; the detected boxes become the
+persons' boxes of its output (matched by overlap when the inner labeler gave
+boxes, else left to right, the order the detector lists persons in).
+
+Options (`LabelerOptions.extra`): `gate_threshold` (0.5), `gate_inner`
+("humanvlm"), `gate_workers` (2: detector threads; OpenCV releases the GIL,
+each thread keeps its own cascades); the cpu labeler's own keys
+(`CpuLabeler.OPTION_KEYS`, e.g. `detect_side`) go to the detector, every other
+key to the inner labeler. The replica asks Ray for max(inner CPUs, gate_workers) CPUs. The run summary
+counts saved images from the rows (`gated=True`), so the figure survives
+reruns and resumed runs; `run_info()` records the gate's settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional, Union
+
+from workers.attributes import Box, Person
+from workers.images import DecodedImage
+from workers.labelers.base import Labeler, LabelerOptions, LabelOutput, Placement
+from workers.labelers.cpu import CpuLabeler
+from workers.labelers.cpu.analyse import Analysis
+from workers.labelers.cpu.labeler import analysis_output
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INNER = "humanvlm"
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_WORKERS = 2
+
+
+class GateLabeler(Labeler):
+    name = "gate"
+
+    def __init__(self, options: LabelerOptions | None = None) -> None:
+        super().__init__(options)
+        from workers.labelers import create_labeler  # the registry imports this module lazily
+
+        extra = dict(self.options.extra)
+        self.threshold = float(extra.pop("gate_threshold", DEFAULT_THRESHOLD))
+        self.inner_name = str(extra.pop("gate_inner", DEFAULT_INNER))
+        self.workers = max(1, int(extra.pop("gate_workers", DEFAULT_WORKERS)))
+        if self.inner_name == self.name:
+            raise ValueError("the gate cannot wrap itself")
+        detector_extra = {k: v for k, v in extra.items() if k in CpuLabeler.OPTION_KEYS}
+        inner_extra = {k: v for k, v in extra.items() if k not in CpuLabeler.OPTION_KEYS}
+        # The detector reports every person the gate would let through.
+        self._detector_options = self.options.model_copy(update={"extra": {**detector_extra, "min_score": self.threshold}})
+        self.detector = CpuLabeler(self._detector_options)
+        self._local = threading.local()
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self.inner = create_labeler(self.inner_name, self.options.model_copy(update={"extra": inner_extra}))
+        # The inner labeler decides how large its pixels must be; the detector shrinks its own copy.
+        self.decode_max_side = self.inner.decode_max_side  # type: ignore[misc]
+
+    @property
+    def version(self) -> str:
+        return f"gate-{self.threshold:g}/{self.detector.version}+{self.inner_name}:{self.inner.version}"
+
+    def current_versions(self) -> tuple[str, ...]:
+        """Row versions that count as current (incremental runs): gated rows carry the
+        detector's version (which includes the threshold), the others the inner labeler's."""
+        return (self.detector.version, self.inner.version)
+
+    def setup(self) -> None:
+        self.detector.setup()  # fails here, not mid-batch, if the cascades can't load
+        self._local.detector = self.detector
+        if self.workers > 1:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gate-detector")
+        self.inner.setup()
+
+    def default_placement(self) -> Placement:
+        inner = self.inner.default_placement()
+        return Placement(num_cpus=max(inner.num_cpus, float(self.workers)), num_gpus=inner.num_gpus)
+
+    def _thread_detector(self) -> CpuLabeler:
+        """OpenCV cascades are not safe to share between threads: one detector per thread."""
+        detector = getattr(self._local, "detector", None)
+        if detector is None:
+            detector = CpuLabeler(self._detector_options)
+            detector.setup()
+            self._local.detector = detector
+        return detector
+
+    def _detect(self, image: DecodedImage) -> Union[tuple[Analysis, float], LabelOutput]:
+        started = time.perf_counter()
+        try:
+            analysis = self._thread_detector().analyse(image)
+        except Exception as exc:  # noqa: BLE001 - one bad image is one error row
+            return LabelOutput.failed("label_error", f"gate detector: {type(exc).__name__}: {exc}")
+        return analysis, (time.perf_counter() - started) * 1000.0
+
+    def run_info(self) -> dict[str, Any]:
+        return {
+            **self.inner.run_info(),
+            "gate_threshold": self.threshold,
+            "gate_inner": self.inner_name,
+            "gate_detector": self.detector.version,
+            "gate_workers": self.workers,
+        }
+
+    def label(self, images: list[DecodedImage]) -> list[LabelOutput]:
+        outputs: list[Optional[LabelOutput]] = [None] * len(images)
+        analyses: dict[int, Analysis] = {}
+        detect_ms: dict[int, float] = {}
+        results = list(self._pool.map(self._detect, images)) if self._pool else [self._detect(img) for img in images]
+        for i, result in enumerate(results):
+            if isinstance(result, LabelOutput):
+                outputs[i] = result
+                continue
+            analysis, detect_ms[i] = result
+            if analysis.person_score >= self.threshold:
+                analyses[i] = analysis
+            else:
+                out = analysis_output(analysis, detect_ms[i])
+                out.gated = True
+                out.labeler, out.labeler_version = self.detector.name, self.detector.version
+                outputs[i] = out
+        passed = sorted(analyses)
+        if passed:
+            try:
+                inner_outputs = self.inner.label_with_persons(
+                    [images[i] for i in passed], [analyses[i].persons for i in passed]
+                )
+            except Exception as exc:  # noqa: BLE001 - the gated rows of this batch are still good
+                log.exception("%s failed on a batch of %d", self.inner_name, len(passed))
+                inner_outputs = [LabelOutput.failed("label_error", f"{type(exc).__name__}: {exc}") for _ in passed]
+            if len(inner_outputs) != len(passed):
+                raise RuntimeError(f"{self.inner_name} returned {len(inner_outputs)} results for {len(passed)} images")
+            for i, inner in zip(passed, inner_outputs):
+                outputs[i] = self._combine(inner, analyses[i], detect_ms[i])
+        return [out for out in outputs if out is not None]
+
+    def _combine(self, inner: LabelOutput, analysis: Analysis, detect_ms: float) -> LabelOutput:
+        inner.gated = False
+        inner.labeler = inner.labeler or self.inner.name
+        inner.labeler_version = inner.labeler_version or self.inner.version
+        inner.label_ms = (inner.label_ms or 0.0) + detect_ms
+        if inner.error_kind:
+            return inner
+        detected = analysis.persons
+        if inner.persons is None:
+            inner.persons = [p.model_copy(deep=True) for p in detected]
+        else:
+            attach_boxes(inner.persons, detected)
+        if inner.people_count is None:
+            inner.people_count = len(inner.persons)
+        if inner.faces_visible is None:
+            inner.faces_visible = analysis.faces_visible
+        if inner.quality is None:
+            inner.quality = analysis.quality
+        return inner
+
+
+def _iou(a: Box, b: Box) -> float:
+    x1, y1 = max(a.x, b.x), max(a.y, b.y)
+    x2, y2 = min(a.x + a.w, b.x + b.w), min(a.y + a.h, b.y + b.h)
+    inter = max(0, x2 - x1) * max(0, y2 - y1)
+    union = a.w * a.h + b.w * b.h - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _any_box(person: Person) -> Optional[Box]:
+    return person.face_box or person.person_box
+
+
+def attach_boxes(persons: list[Person], detected: list[Person]) -> None:
+    """Give `persons` (from the inner labeler) the detector's boxes, in place.
+
+    A person that already has a box keeps it and claims the detected person it
+    overlaps most; the others take the remaining detections left to right.
+    The inner labeler's list stays authoritative: a detection it did not
+    mention is left out (its count and attributes describe its own list).
+    """
+    remaining = list(range(len(detected)))
+    for person in persons:
+        own = _any_box(person)
+        if own is None or not remaining:
+            continue
+        best = max(remaining, key=lambda j: _iou(own, _any_box(detected[j]) or own))
+        if _iou(own, _any_box(detected[best]) or own) > 0:
+            _copy_boxes(person, detected[best])
+            remaining.remove(best)
+    for person in persons:
+        if _any_box(person) is None and remaining:
+            _copy_boxes(person, detected[remaining.pop(0)])
+
+
+def _copy_boxes(person: Person, source: Person) -> None:
+    person.face_box = person.face_box or source.face_box
+    person.person_box = person.person_box or source.person_box
