@@ -41,7 +41,7 @@ demo: $(VENV)/.stamp-base
 	$(BIN)/python -m workers.devset $(DEMO_DIR)/photos --demo
 	$(BIN)/humantag run $(DEMO_DIR)/photos --out $(DEMO_DIR)/output
 	@echo
-	@echo "Labels: $(DEMO_DIR)/output/labels/*.parquet   Search them: $(BIN)/humantag search $(DEMO_DIR)/output --text smiling"
+	@echo "Labels: $(DEMO_DIR)/output/labels/*.parquet   Evaluate: $(BIN)/humantag eval $(DEMO_DIR)/output --labels tests/data/devset.jsonl"
 
 test: $(VENV)/.stamp-test system-deps
 	$(BIN)/python -m pytest -q

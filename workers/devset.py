@@ -80,3 +80,21 @@ def write_lfw_devset(out_dir: str | Path) -> tuple[list[Path], Path]:
     labels = out / "labels.jsonl"
     labels.write_text("\n".join(lines) + "\n")
     return paths, labels
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m workers.devset OUT_DIR [--demo]`: write the photos (--demo: the three portraits)."""
+    import argparse
+    import logging
+
+    parser = argparse.ArgumentParser(prog="python -m workers.devset", description=main.__doc__)
+    parser.add_argument("out_dir")
+    parser.add_argument("--demo", action="store_true", help="only astronaut, camera and grace_hopper")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    paths = write_devset(args.out_dir, PORTRAITS if args.demo else DEVSET_PHOTOS)
+    logging.getLogger("humantag.devset").info("wrote %d photos to %s", len(paths), args.out_dir)
+
+
+if __name__ == "__main__":
+    main()
