@@ -1,6 +1,8 @@
 """Suite-wide settings. Fixtures for real servers live in tests/fixtures/ as plugins."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Before any import of prefect or ray: no telemetry, no server, no network.
@@ -14,6 +16,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # other Prefect processes on the machine (concurrent writers lock it).
 if "PREFECT_HOME" not in os.environ:
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="humantag-prefect-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], True)
 
 pytest_plugins = [
     "tests.fixtures.s3",
@@ -21,4 +24,5 @@ pytest_plugins = [
     "tests.fixtures.devset",
     "tests.fixtures.prefect_server",
     "tests.fixtures.tiny_llava",
+    "tests.fixtures.opensearch",
 ]

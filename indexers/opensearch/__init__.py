@@ -1,0 +1,1 @@
+"""OpenSearch: index template and aliases, bulk indexing from Parquet, resumable sync."""

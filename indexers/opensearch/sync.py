@@ -1,0 +1,206 @@
+"""Bring an OpenSearch index up to date with DEST/labels, resumably.
+
+Each label file indexed without a failure gets a marker under
+DEST/_index/<physical index>/<shard_id>.json recording the file's version.
+A file is (re)indexed when it has no marker for the target index or its
+version changed (a rerun, superseded rows, objects marked deleted). Failed
+documents go to DEST/_runs/<run_id>/index_errors/<shard_id>.jsonl and leave the
+shard unmarked, so the next sync tries it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+from collections.abc import Callable
+from typing import Any, Optional
+
+import fsspec
+from pydantic import BaseModel, ConfigDict, Field
+
+from indexers.layout import OutputLayout
+from indexers.opensearch.aliases import IndexNames, ensure_index, next_index, swap_aliases
+from indexers.opensearch.bulk import BulkIndexer, IndexingUnavailable, ShardOutcome, ShardSource, describe_error, is_retryable
+from indexers.opensearch.settings import OpenSearchSettings
+from workers.records import utcnow
+from workers.storage import write_bytes_atomic
+
+log = logging.getLogger(__name__)
+
+
+class IndexReport(BaseModel):
+    """What one sync did; addable into run summaries. Never holds URLs with credentials."""
+
+    model_config = ConfigDict(extra="forbid")
+    index: str = ""
+    shards_indexed: int = 0
+    shards_failed: int = 0
+    shards_pending: int = 0  # not attempted or not finished (OpenSearch unavailable)
+    documents_indexed: int = 0
+    documents_deleted: int = 0
+    documents_failed: int = 0
+    error_reports: list[str] = Field(default_factory=list)
+    error: Optional[str] = None  # why indexing stopped, if it did
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.shards_failed == 0 and self.shards_pending == 0
+
+
+class IndexMarker(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    shard_id: str
+    version: str
+    index: str
+    documents: int
+    deleted: int
+    indexed_at: str
+
+
+def markers_dir(layout: OutputLayout, index: str) -> str:
+    return posixpath.join(layout.root, "_index", index)
+
+
+def error_report_file(layout: OutputLayout, run_id: str, shard_id: str) -> str:
+    return posixpath.join(layout.run_dir(run_id), "index_errors", f"{shard_id}.jsonl")
+
+
+def _file_version(info: dict[str, Any]) -> str:
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return str(etag).strip('"')
+    return f"{info.get('size')}-{info.get('mtime') or info.get('LastModified') or info.get('created')}"
+
+
+def label_sources(fs: fsspec.AbstractFileSystem, layout: OutputLayout) -> list[ShardSource]:
+    """Every committed label file with its version, in shard-id order (one listing call)."""
+    if not fs.exists(layout.labels_dir):
+        return []
+    sources = []
+    for info in fs.ls(layout.labels_dir, detail=True):
+        name = posixpath.basename(info["name"])
+        if info.get("type") == "file" and name.endswith(".parquet") and not name.startswith("."):
+            sources.append(ShardSource(shard_id=name[: -len(".parquet")], path=info["name"], version=_file_version(info)))
+    return sorted(sources, key=lambda s: s.shard_id)
+
+
+def load_markers(fs: fsspec.AbstractFileSystem, layout: OutputLayout, index: str) -> dict[str, str]:
+    """shard id → version indexed into `index`."""
+    directory = markers_dir(layout, index)
+    if not fs.exists(directory):
+        return {}
+    versions = {}
+    for path in fs.find(directory):
+        name = posixpath.basename(path)
+        if name.endswith(".json") and not name.startswith("."):
+            marker = IndexMarker.model_validate(json.loads(fs.cat_file(path)))
+            versions[marker.shard_id] = marker.version
+    return versions
+
+
+def pending_sources(fs: fsspec.AbstractFileSystem, layout: OutputLayout, index: str,
+                    only: Optional[set[str]] = None) -> list[ShardSource]:
+    done = load_markers(fs, layout, index)
+    return [s for s in label_sources(fs, layout) if done.get(s.shard_id) != s.version and (only is None or s.shard_id in only)]
+
+
+def _record(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str, index: str,
+            outcome: ShardOutcome, report: IndexReport) -> None:
+    source = outcome.source
+    report.documents_indexed += outcome.indexed
+    report.documents_deleted += outcome.deleted
+    if outcome.failures:
+        report.shards_failed += 1
+        report.documents_failed += len(outcome.failures)
+        path = error_report_file(layout, run_id, source.shard_id)
+        lines = "".join(json.dumps({"shard_id": source.shard_id, "index": index, **f}, default=str) + "\n" for f in outcome.failures)
+        write_bytes_atomic(fs, path, lines.encode())
+        report.error_reports.append(path)
+        log.warning("shard %s: %d document(s) rejected by OpenSearch; see %s", source.shard_id, len(outcome.failures), path)
+        return
+    marker = IndexMarker(shard_id=source.shard_id, version=source.version, index=index, documents=outcome.indexed,
+                         deleted=outcome.deleted, indexed_at=utcnow().isoformat())
+    write_bytes_atomic(fs, posixpath.join(markers_dir(layout, index), f"{source.shard_id}.json"), marker.model_dump_json().encode())
+    report.shards_indexed += 1
+
+
+def index_into(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str,
+               index: str, only: Optional[set[str]] = None, client: Any = None,
+               on_documents: Optional[Callable[[int], None]] = None) -> IndexReport:
+    """Index every pending label file into the physical index `index`."""
+    client = client or settings.client()
+    report = IndexReport(index=index)
+    todo = pending_sources(fs, layout, index, only)
+    report.shards_pending = len(todo)
+    if not todo:
+        return report
+    indexer = BulkIndexer(client, fs, index, settings.bulk_bytes, settings.max_retries, on_documents=on_documents)
+    try:
+        for outcome in indexer.index_shards(todo):
+            report.shards_pending -= 1
+            _record(fs, layout, run_id, index, outcome, report)
+    except IndexingUnavailable as exc:
+        report.error = str(exc)
+        log.warning("indexing into %s stopped: %s", index, exc)
+    if report.error is None:
+        client.indices.refresh(index=index, ignore_unavailable=True)  # searches right after a run see its labels
+    return report
+
+
+def sync_index(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str,
+               only: Optional[set[str]] = None, on_documents: Optional[Callable[[int], None]] = None) -> IndexReport:
+    """Index pending label files into the index behind the write alias (created on first use).
+
+    Never raises for an unreachable or failing OpenSearch: the labels are
+    committed either way, and the report says what is still pending.
+    """
+    names = IndexNames(settings.index)
+    try:
+        client = settings.client()
+        target = ensure_index(client, names)
+    except Exception as exc:  # noqa: BLE001 - reported, labels are safe
+        if not is_retryable(exc) and not isinstance(exc, (OSError, ValueError)):
+            raise
+        pending = len(label_sources(fs, layout)) if only is None else len(only)
+        message = f"OpenSearch at {settings.safe_urls()} unavailable: {describe_error(exc)}"
+        log.warning("%s; %d shard(s) left to index", message, pending)
+        return IndexReport(index=names.write_alias, shards_pending=pending, error=message)
+    return index_into(settings, fs, layout, run_id, target, only, client=client, on_documents=on_documents)
+
+
+def rebuild_index(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str,
+                  on_documents: Optional[Callable[[int], None]] = None) -> IndexReport:
+    """Fill a new physical index from every label file, then swap both aliases to it atomically.
+
+    Searches keep reading the old index until the swap. An interrupted rebuild
+    resumes into the same new index (its markers say which shards are in).
+    Shards committed while the rebuild ran are picked up by a catch-up pass
+    right before the swap.
+    """
+    names = IndexNames(settings.index)
+    client = settings.client()
+    target = next_index(client, names)
+    report = index_into(settings, fs, layout, run_id, target, client=client, on_documents=on_documents)
+    if report.ok:
+        catch_up = index_into(settings, fs, layout, run_id, target, client=client)
+        report = _merge(report, catch_up)
+    if not report.ok:
+        log.warning("rebuild into %s incomplete; aliases unchanged (rerun to resume)", target)
+        return report
+    swap_aliases(client, names, target)
+    return report
+
+
+def _merge(a: IndexReport, b: IndexReport) -> IndexReport:
+    return IndexReport(
+        index=a.index,
+        shards_indexed=a.shards_indexed + b.shards_indexed,
+        shards_failed=a.shards_failed + b.shards_failed,
+        shards_pending=b.shards_pending,
+        documents_indexed=a.documents_indexed + b.documents_indexed,
+        documents_deleted=a.documents_deleted + b.documents_deleted,
+        documents_failed=a.documents_failed + b.documents_failed,
+        error_reports=a.error_reports + b.error_reports,
+        error=b.error or a.error,
+    )

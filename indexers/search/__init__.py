@@ -1,0 +1,1 @@
+"""Search by human attributes: one request model, answered by OpenSearch or by DuckDB over Parquet."""
