@@ -27,9 +27,8 @@ KUBERAY = INFRA / "kuberay" / "raycluster.yaml"
 DOCS = ROOT / "docs" / "deploy.md"
 CODE_DIRS = ("flows", "workers", "indexers")
 
-# Read by code on other branches that has not landed here yet (indexers/opensearch on the
-# OpenSearch branch, the HumanVLM loader's node cache). Delete a name once the scan finds it.
-PENDING_READS = {"OPENSEARCH_URL", "OPENSEARCH_USER", "OPENSEARCH_PASSWORD", "OPENSEARCH_CA_FILE", "HUMANTAG_MODEL_CACHE"}
+# Names the stack sets before the code that reads them lands (none now). Delete a name once the scan finds it.
+PENDING_READS: set[str] = set()
 # Read by the OS, CPython, pip or apt inside the image build, never by our code.
 IMAGE_RUNTIME_VARS = {"PATH", "DEBIAN_FRONTEND", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK"}
 TELEMETRY_OFF = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "RAY_USAGE_STATS_ENABLED": "0"}

@@ -1,7 +1,7 @@
 """The OpenSearch connection flags shared by `run`, `index`, `search` and `serve`.
 
 Each flag also reads its environment variable, so a deployment configures
-OpenSearch once (OPENSEARCH_URL, OPENSEARCH_USERNAME, OPENSEARCH_PASSWORD, ...).
+OpenSearch once (OPENSEARCH_URL, OPENSEARCH_USER, OPENSEARCH_PASSWORD, ...).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from flows.errors import UserError
 URL = typer.Option(None, "--opensearch-url", envvar="OPENSEARCH_URL", show_envvar=True,
                    help="OpenSearch URL(s), comma-separated. Unset: no indexing; search reads the Parquet output.",
                    show_default=False)
-USERNAME = typer.Option(None, "--opensearch-user", envvar="OPENSEARCH_USERNAME", help="Basic-auth user.", show_default=False)
+USERNAME = typer.Option(None, "--opensearch-user", envvar="OPENSEARCH_USER", help="Basic-auth user.", show_default=False)
 PASSWORD = typer.Option(None, "--opensearch-password", envvar="OPENSEARCH_PASSWORD",
                         help="Basic-auth password (prefer the environment variable).", show_default=False)
-CA_CERTS = typer.Option(None, "--opensearch-ca", envvar="OPENSEARCH_CA_CERTS", help="CA bundle (PEM) to verify the server's certificate.", show_default=False)
+CA_CERTS = typer.Option(None, "--opensearch-ca", envvar="OPENSEARCH_CA_FILE", help="CA bundle (PEM) to verify the server's certificate.", show_default=False)
 NO_VERIFY = typer.Option(False, "--opensearch-insecure", help="Do not verify TLS certificates (test clusters only).")
 AWS_REGION = typer.Option(None, "--opensearch-aws-region", envvar="OPENSEARCH_AWS_REGION",
                           help="Sign requests with AWS SigV4 for Amazon OpenSearch Service in this region.", show_default=False)

@@ -1,7 +1,7 @@
 """How to reach OpenSearch: URLs, basic auth, TLS, or AWS SigV4. Secrets never printed.
 
 Read from flags or the environment: OPENSEARCH_URL (comma-separated for
-several nodes), OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD, OPENSEARCH_CA_CERTS,
+several nodes), OPENSEARCH_USER / OPENSEARCH_PASSWORD, OPENSEARCH_CA_FILE,
 OPENSEARCH_VERIFY_CERTS (on by default), OPENSEARCH_AWS_REGION (+
 OPENSEARCH_AWS_SERVICE: es for OpenSearch Service, aoss for Serverless; AWS
 credentials from the standard chain), HUMANTAG_INDEX (the index name).
@@ -62,9 +62,9 @@ class OpenSearchSettings(BaseModel):
         env = os.environ
         values: dict[str, Any] = {
             "urls": env.get("OPENSEARCH_URL"),
-            "username": env.get("OPENSEARCH_USERNAME"),
+            "username": env.get("OPENSEARCH_USER"),
             "password": env.get("OPENSEARCH_PASSWORD"),
-            "ca_certs": env.get("OPENSEARCH_CA_CERTS"),
+            "ca_certs": env.get("OPENSEARCH_CA_FILE"),
             "aws_region": env.get("OPENSEARCH_AWS_REGION"),
             "aws_service": env.get("OPENSEARCH_AWS_SERVICE"),
             "index": env.get("HUMANTAG_INDEX"),
