@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "flows.commands.run",
     "flows.commands.eval",
     "flows.commands.deploy",
+    "flows.commands.index",
 ]
 
 app = typer.Typer(

@@ -9,6 +9,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.listing import SourceSpec
+from indexers.opensearch.settings import OpenSearchSettings
 from workers.labelers.base import LabelerOptions
 from workers.loader import DecodeOptions
 from workers.storage import StorageOptions
@@ -43,6 +44,8 @@ class RunConfig(BaseModel):
     relabel_stale: bool = False
     track_deletions: bool = True  # incremental: mark rows of objects gone from the source
     listing_workers: int = Field(default=1, ge=1)  # >1: list top-level prefixes in parallel
+    # Set: each shard is indexed after its Parquet commit, and the run ends with a catch-up sync.
+    opensearch: Optional[OpenSearchSettings] = None
 
     def command_key(self) -> str:
         """A hash of what defines the work: the same command gives the same key."""

@@ -22,7 +22,10 @@ ENTRYPOINT = "flows/label_archive.py:label_archive"
 
 def deployment_parameters(config: RunConfig) -> dict:
     """Flow parameters stored in the deployment. Never secrets: workers read AWS_* from their env."""
-    safe = config.model_copy(update={"storage": config.storage.model_copy(update={"key": None, "secret": None})})
+    update: dict = {"storage": config.storage.model_copy(update={"key": None, "secret": None})}
+    if config.opensearch is not None:
+        update["opensearch"] = config.opensearch.model_copy(update={"password": None})
+    safe = config.model_copy(update=update)
     return {"config": safe.model_dump(mode="json")}
 
 

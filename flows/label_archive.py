@@ -12,7 +12,7 @@ import collections
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Optional
 
 import ray
 from prefect import flow, task
@@ -25,11 +25,13 @@ from flows.config import RunConfig
 from flows.errors import UserError
 from flows.listing import iter_source
 from flows.incremental import CurrentVersions, build_incremental_plan, read_deleted
+from flows.indexing import ShardIndexing
 from flows.plan import RunPlan, ShardSpec, build_plan, load_plan
 from flows.run_ids import resolve_run_id
 from flows.ray_runtime import ensure_ray
 from flows.shard_runner import ShardStats, load_markers, run_shard
 from indexers.layout import OutputLayout
+from indexers.opensearch.sync import IndexReport
 from workers.actors import LabelerPool
 from indexers.ledger import rewrite_shard
 from workers.labelers import Labeler, create_labeler
@@ -61,6 +63,7 @@ class RunSummary(BaseModel):
     wall_s: float
     images_per_s: float
     finished_at: str
+    index: Optional[IndexReport] = None  # set when OpenSearch is configured
 
 
 def is_infrastructure_error(exc: BaseException | None) -> bool:
@@ -93,11 +96,14 @@ def _retry_condition(_task: Any, _task_run: Any, state: Any) -> bool:
 
 
 @task(name="label_shard", task_run_name="shard-{shard.shard_id}", cache_policy=NO_CACHE, retry_condition_fn=_retry_condition, retry_delay_seconds=2)
-def label_shard(shard: ShardSpec, pool: LabelerPool, config: RunConfig, decode: DecodeOptions, run_id: str) -> ShardStats:
+def label_shard(shard: ShardSpec, pool: LabelerPool, config: RunConfig, decode: DecodeOptions, run_id: str,
+                indexing: Optional[ShardIndexing] = None) -> ShardStats:
     fs, root = filesystem(config.dest, config.storage)
     layout = OutputLayout(root)
     stats = run_shard(shard, pool, config, decode, fs, layout, run_id, on_batch=progress.listener().advance)
     log.info("shard %s: %d images, %d errors, %.1fs", shard.shard_id, stats.images, stats.images - stats.ok, stats.wall_s)
+    if indexing is not None:  # after the Parquet commit and the marker: the labels are safe whatever happens here
+        indexing.index_shard(shard.shard_id)
     return stats
 
 
@@ -192,6 +198,7 @@ def label_archive(config: RunConfig) -> RunSummary:
     fs, root = filesystem(config.dest, config.storage)
     layout = OutputLayout(root)
     run_id = resolve_run_id(config, fs, layout)
+    indexing = ShardIndexing(config.opensearch.with_env_secrets(), fs, layout, run_id) if config.opensearch else None
     labeler = create_labeler(config.labeler, config.labeler_options)
     plan = plan_run(config, run_id, labeler)
     markers = load_markers(fs, layout, run_id)
@@ -213,7 +220,7 @@ def label_archive(config: RunConfig) -> RunSummary:
         try:
             # The task runner's thread count bounds how many shards feed the pool at once.
             futures = [
-                label_shard.with_options(retries=config.shard_retries).submit(shard, pool, config, decode, run_id)
+                label_shard.with_options(retries=config.shard_retries).submit(shard, pool, config, decode, run_id, indexing)
                 for shard in todo
             ]
             failed = []
@@ -235,9 +242,11 @@ def label_archive(config: RunConfig) -> RunSummary:
     progress.listener().finish()
     if plan.counts.deleted:
         log.info("marked %d row(s) deleted", apply_deletions(config, run_id))
+    index_report = indexing.finish() if indexing is not None else None
 
     markers = load_markers(fs, layout, run_id)
     summary = summarise(config, run_id, plan, markers, done_before, done_now, time.perf_counter() - started, settings)
+    summary.index = index_report
     write_bytes_atomic(fs, layout.summary_file(run_id), json.dumps(summary.model_dump(mode="json"), indent=1).encode())
     publish_artifact(summary)
     return summary
@@ -257,6 +266,13 @@ def publish_artifact(summary: RunSummary) -> None:
         f"| {summary.images_this_run} in {summary.wall_s:.1f}s | {summary.images_per_s:.1f} img/s |\n\n"
         f"Plan: {plan}\n\n| error kind | count |\n|---|---|\n{errors}\n"
     )
+    if summary.index is not None:
+        idx = summary.index
+        markdown += (
+            f"\nOpenSearch `{idx.index}`: {idx.documents_indexed} indexed, {idx.documents_deleted} deleted, "
+            f"{idx.documents_failed} rejected, {idx.shards_pending} shard(s) pending"
+            + (f" ({idx.error})" if idx.error else "") + "\n"
+        )
     create_markdown_artifact(key="humantag-run-summary", markdown=markdown, description=f"run {summary.run_id}")
 
 

@@ -24,6 +24,8 @@ from workers.loader import DecodeOptions
 from workers.storage import StorageAccessDenied, StorageOptions, classify_storage_error, filesystem, write_bytes_atomic
 
 log = logging.getLogger("humantag.run")
+# Labels committed, search index behind: distinct from user errors (2) so schedulers can alert on it.
+INDEX_PENDING_EXIT_CODE = 3
 
 
 @dataclass
@@ -58,6 +60,7 @@ class RunRequest:
     backfill: bool = False
     dry_run: bool = False
     gpu_rate: float = DEFAULT_GPU_IMAGES_PER_SECOND
+    opensearch: Optional[Any] = None  # indexers.opensearch.settings.OpenSearchSettings
 
 
 def choose_labeler(requested: Optional[str], ray_address: Optional[str]) -> tuple[str, str]:
@@ -97,6 +100,7 @@ def build_config(req: RunRequest, labeler: str) -> RunConfig:
         relabel_stale=req.relabel_stale,
         track_deletions=req.track_deletions,
         listing_workers=req.listing_workers,
+        opensearch=req.opensearch,
     )
 
 
@@ -190,8 +194,17 @@ def execute_run(req: RunRequest) -> None:
         progress.set_listener(None)
     if req.json_summary:
         sys.stdout.write(json.dumps(summary.model_dump(mode="json")) + "\n")
-        return
-    print_summary(summary, Console())
+    else:
+        print_summary(summary, Console())
+    report = summary.index
+    if report is not None and not report.ok:
+        reason = report.error or f"{report.documents_failed} document(s) rejected, see {', '.join(report.error_reports[:3])}"
+        console.print(
+            f"humantag: warning: labels are committed, but {report.shards_pending + report.shards_failed} shard(s) "
+            f"are not indexed: {reason}. Rerun, or run `humantag index {config.dest}`, to index them.",
+            highlight=False, soft_wrap=True,
+        )
+        raise SystemExit(INDEX_PENDING_EXIT_CODE)
 
 
 def print_dry_run(config: RunConfig, gpu_rate: float, console: Console) -> None:
@@ -236,4 +249,8 @@ def print_summary(summary: Any, console: Console) -> None:
         f"{summary.shards_total} ({summary.shards_done_now} labeled now, {summary.shards_done_before} already done)",
     )
     table.add_row("this run", f"{summary.images_this_run} images in {summary.wall_s:.1f}s ({summary.images_per_s:.1f} img/s)")
+    if summary.index is not None:
+        idx = summary.index
+        table.add_row("OpenSearch", f"{idx.index}: {idx.documents_indexed} indexed, {idx.documents_deleted} deleted, "
+                      f"{idx.documents_failed} rejected, {idx.shards_pending} shard(s) pending")
     console.print(table)

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from flows.commands import opensearch_options as os_opts
+
 deploy_app = typer.Typer(help="Create Prefect deployments (needs PREFECT_API_URL).", no_args_is_help=True)
 
 
@@ -28,11 +30,17 @@ def nightly(
     num_gpus: Optional[float] = typer.Option(None, "--num-gpus", min=0, help="GPUs per replica."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per labeler call."),
     model: Optional[str] = typer.Option(None, "--model", help="Model for HumanVLM: hub id, folder or s3:// URL."),
+    opensearch_url: Optional[str] = os_opts.URL,
+    opensearch_user: Optional[str] = os_opts.USERNAME,
+    opensearch_ca: Optional[str] = os_opts.CA_CERTS,
+    opensearch_aws_region: Optional[str] = os_opts.AWS_REGION,
+    index: str = os_opts.INDEX,
 ) -> None:
     """Label what is new or changed in SOURCE every night (an incremental `label_archive`).
 
     Credentials are not stored in the deployment: the worker's environment
-    provides AWS_*, OPENSEARCH_* and RAY_ADDRESS.
+    provides AWS_*, OPENSEARCH_PASSWORD and RAY_ADDRESS. With --opensearch-url
+    (or OPENSEARCH_URL) each night's labels and deletions reach the index.
     """
     import hashlib
 
@@ -41,7 +49,9 @@ def nightly(
 
     request = RunRequest(source=source, out=out, labeler=labeler, shard_size=shard_size, replicas=replicas,
                          num_gpus=num_gpus, batch_size=batch_size, model=model, incremental=True,
-                         relabel_stale=relabel_stale)
+                         relabel_stale=relabel_stale,
+                         opensearch=os_opts.opensearch_settings(opensearch_url, opensearch_user, None, opensearch_ca,
+                                                                False, opensearch_aws_region, index))
     config = build_config(request, labeler or "cpu")
     if labeler is None:
         config = config.model_copy(update={"labeler": "auto"})

@@ -101,3 +101,15 @@ def swap_aliases(client: Any, names: IndexNames, target: str) -> None:
     actions.append({"add": {"index": target, "alias": names.write_alias, "is_write_index": True}})
     client.indices.update_aliases(body={"actions": actions})
     log.info("aliases %s and %s now point at %s", names.read_alias, names.write_alias, target)
+
+
+def drop_old_indices(client: Any, names: IndexNames, keep: str, keep_previous: int = 1) -> list[str]:
+    """Delete physical indices older than `keep`, except the `keep_previous` newest (for a rollback)."""
+    existing = physical_indices(client, names)
+    current_gen = existing.get(keep, 0)
+    older = sorted((gen, name) for name, gen in existing.items() if gen < current_gen)
+    doomed = [name for _, name in older[: max(0, len(older) - keep_previous)]]
+    for name in doomed:
+        client.indices.delete(index=name, ignore_unavailable=True)
+        log.info("deleted old index %s", name)
+    return doomed

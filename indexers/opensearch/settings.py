@@ -77,6 +77,12 @@ class OpenSearchSettings(BaseModel):
             return None
         return cls(**_move_url_credentials(values))
 
+    def with_env_secrets(self) -> "OpenSearchSettings":
+        """Deployments store no secrets: the worker's OPENSEARCH_PASSWORD fills the gap."""
+        if self.password is None and self.username and os.environ.get("OPENSEARCH_PASSWORD"):
+            return self.model_copy(update={"password": SecretStr(os.environ["OPENSEARCH_PASSWORD"])})
+        return self
+
     def safe_urls(self) -> str:
         """The URLs without credentials: what logs and errors may show."""
         return ", ".join(redact_url(u) for u in self.urls)
@@ -104,8 +110,11 @@ class OpenSearchSettings(BaseModel):
                 raise ValueError("OPENSEARCH_AWS_REGION is set but no AWS credentials were found (AWS_* or a profile)")
             kwargs["http_auth"] = AWSV4SignerAuth(credentials, self.aws_region, self.aws_service)
             kwargs["connection_class"] = RequestsHttpConnection
-        elif self.username:
-            kwargs["http_auth"] = (self.username, self.password.get_secret_value() if self.password else "")
+            kwargs["pool_maxsize"] = 8
+        else:
+            kwargs["maxsize"] = 8  # shard tasks index from several threads
+            if self.username:
+                kwargs["http_auth"] = (self.username, self.password.get_secret_value() if self.password else "")
         return OpenSearch(**kwargs)
 
 

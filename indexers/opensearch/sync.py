@@ -20,7 +20,7 @@ import fsspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from indexers.layout import OutputLayout
-from indexers.opensearch.aliases import IndexNames, ensure_index, next_index, swap_aliases
+from indexers.opensearch.aliases import IndexNames, drop_old_indices, ensure_index, next_index, swap_aliases
 from indexers.opensearch.bulk import BulkIndexer, IndexingUnavailable, ShardOutcome, ShardSource, describe_error, is_retryable
 from indexers.opensearch.settings import OpenSearchSettings
 from workers.records import utcnow
@@ -176,7 +176,8 @@ def rebuild_index(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, l
     Searches keep reading the old index until the swap. An interrupted rebuild
     resumes into the same new index (its markers say which shards are in).
     Shards committed while the rebuild ran are picked up by a catch-up pass
-    right before the swap.
+    right before the swap. The index before it is kept (a rollback is one
+    alias swap); older ones are deleted.
     """
     names = IndexNames(settings.index)
     client = settings.client()
@@ -189,6 +190,7 @@ def rebuild_index(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, l
         log.warning("rebuild into %s incomplete; aliases unchanged (rerun to resume)", target)
         return report
     swap_aliases(client, names, target)
+    drop_old_indices(client, names, keep=target)
     return report
 
 

@@ -1,0 +1,98 @@
+"""Indexing inside the flows: each shard after its Parquet commit, then a catch-up sync.
+
+The labels are the source of truth. OpenSearch being slow or down never fails a
+shard or loses a label: a shard that could not be indexed stays pending (no
+index marker) and the next sync, at the end of this run, the next run, or
+`humantag index`, picks it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Optional
+
+import fsspec
+from prefect import flow
+
+from indexers.layout import OutputLayout
+from indexers.opensearch.aliases import IndexNames, ensure_index
+from indexers.opensearch.bulk import describe_error
+from indexers.opensearch.settings import OpenSearchSettings
+from indexers.opensearch.sync import IndexReport, index_into, rebuild_index, sync_index
+from workers.storage import StorageOptions, filesystem
+
+log = logging.getLogger(__name__)
+
+
+class ShardIndexing:
+    """One flow run's connection to OpenSearch; thread-safe (shard tasks run in threads)."""
+
+    def __init__(self, settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str) -> None:
+        self.settings = settings
+        self.fs = fs
+        self.layout = layout
+        self.run_id = run_id
+        self._lock = threading.Lock()
+        self._client = None
+        self._target: Optional[str] = None
+        self._unavailable: Optional[str] = None
+        self.per_shard = IndexReport()
+
+    def _connect(self) -> Optional[str]:
+        with self._lock:
+            if self._target is None and self._unavailable is None:
+                try:
+                    self._client = self.settings.client()
+                    self._target = ensure_index(self._client, IndexNames(self.settings.index))
+                except Exception as exc:  # noqa: BLE001 - labels go on; the final sync reports it
+                    self._unavailable = f"OpenSearch at {self.settings.safe_urls()} unavailable: {describe_error(exc)}"
+                    log.warning("%s; shards are labeled and will be indexed later", self._unavailable)
+            return self._target
+
+    def index_shard(self, shard_id: str) -> None:
+        """Index one committed shard now; on any failure leave it pending for the final sync."""
+        target = self._connect()
+        if target is None:
+            return
+        try:
+            report = index_into(self.settings, self.fs, self.layout, self.run_id, target, only={shard_id}, client=self._client)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("shard %s not indexed yet (%s); the final sync retries it", shard_id, describe_error(exc))
+            return
+        with self._lock:
+            self.per_shard.shards_indexed += report.shards_indexed
+            self.per_shard.documents_indexed += report.documents_indexed
+        if report.error:
+            log.warning("shard %s not indexed yet: %s", shard_id, report.error)
+
+    def finish(self) -> IndexReport:
+        """Index everything still pending (superseded/deleted rows rewrote older shards; earlier failures)."""
+        final = sync_index(self.settings, self.fs, self.layout, self.run_id)
+        final.shards_indexed += self.per_shard.shards_indexed
+        final.documents_indexed += self.per_shard.documents_indexed
+        if final.error is None and final.shards_pending == 0 and final.shards_failed == 0:
+            log.info("index %s up to date (%d documents indexed, %d deleted this run)",
+                     final.index, final.documents_indexed, final.documents_deleted)
+        return final
+
+
+@flow(name="reindex", log_prints=False)
+def reindex(dest: str, opensearch: OpenSearchSettings, storage: StorageOptions, rebuild: bool = False,
+            run_id: Optional[str] = None) -> IndexReport:
+    """Parquet → OpenSearch: index what is pending, or (`rebuild`) fill a new index and swap the aliases."""
+    from flows import progress
+
+    fs, root = filesystem(dest, storage)
+    layout = OutputLayout(root)
+    name = run_id or ("rebuild-" if rebuild else "index-") + opensearch.index
+
+    def on_documents(count: int) -> None:  # one document per image: the same bar as labeling
+        progress.listener().advance(count, 0)
+
+    if rebuild:
+        report = rebuild_index(opensearch, fs, layout, name, on_documents=on_documents)
+    else:
+        report = sync_index(opensearch, fs, layout, name, on_documents=on_documents)
+    log.info("reindex %s: %s", dest, report.model_dump())
+    return report
