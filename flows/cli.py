@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "flows.commands.eval",
     "flows.commands.deploy",
     "flows.commands.index",
+    "flows.commands.serve",
 ]
 
 app = typer.Typer(
@@ -35,6 +36,8 @@ def _main(
 ) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # opensearch-py logs every failed request with a traceback; ours say what happened in one line.
+    logging.getLogger("opensearch").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 
 
 for _name in COMMAND_MODULES:

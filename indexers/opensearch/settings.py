@@ -31,7 +31,7 @@ class OpenSearchSettings(BaseModel):
     index: str = "humantag"  # read alias; the write alias is <index>-write
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=6, ge=0)  # per bulk request: 429, 5xx and connection errors, with backoff
-    bulk_bytes: int = Field(default=10 * 2**20, ge=2**16)  # one bulk request, in bytes of NDJSON
+    bulk_bytes: int = Field(default=10 * 2**20, ge=4096)  # one bulk request, in bytes of NDJSON
 
     @field_validator("urls", mode="before")
     @classmethod
