@@ -4,7 +4,8 @@ The listing is spooled to a local Parquet file as it streams, then DuckDB joins
 it with the ledger (the bookkeeping columns of DEST/labels) out of core, so
 memory stays bounded for millions of objects:
 
-  new       listed, never labeled
+  new       listed, never labeled, or labeled only before it was deleted from the source
+            (re-added: the new row supersedes the tombstoned one)
   changed   listed with another etag / mtime / size than the labeled version
   stale     unchanged, but labeled by another labeler/prompt/schema version (--relabel-stale)
   retry     last attempt failed for a reason worth retrying (read_error, missing, label_error)
@@ -86,16 +87,23 @@ def _spool_listing(objects: Iterable[SourceObject], path: str, batch: int = 10_0
     return count
 
 
+# The ledger row each uri is planned against: deleted rows are seen too (a re-added
+# object must supersede its tombstone, or it would end with two rows), and a uri
+# matches at most one row even if the ledger holds several: the live one first,
+# then the most recently labeled.
 _DIFF_SQL = """
-with ledger_live as (
+with ledger_one as (
     select uri, etag, size_bytes, epoch_us(mtime) / 1e6 as mtime_s, shard_id, status, error_kind,
-           labeler_version, prompt_version, schema_version
-    from ledger where deleted_at is null
+           labeler_version, prompt_version, schema_version, deleted_at is not null as is_deleted
+    from ledger
+    where uri in (select uri from listing)
+    qualify row_number() over (
+        partition by uri order by deleted_at is null desc, labeled_at desc nulls last, shard_id desc) = 1
 ),
 joined as (
     select l.uri, l.size_bytes, l.etag, l.mtime, l.seq, g.shard_id as old_shard,
         case
-            when g.uri is null then 'new'
+            when g.uri is null or g.is_deleted then 'new'
             when g.size_bytes is distinct from l.size_bytes
                  or (g.etag is not null and l.etag is not null and g.etag <> l.etag)
                  or (g.mtime_s is not null and l.mtime is not null and abs(g.mtime_s - l.mtime) > 0.001) then 'changed'
@@ -106,7 +114,7 @@ joined as (
                  or ($prompt_version is not null and g.prompt_version is distinct from $prompt_version)) then 'stale'
             else 'unchanged'
         end as reason
-    from listing l left join ledger_live g using (uri)
+    from listing l left join ledger_one g using (uri)
 )
 select uri, size_bytes, etag, mtime, reason, old_shard from joined order by seq
 """

@@ -51,34 +51,41 @@ def test_nightly_deployment_is_scheduled_and_runs_through_a_process_worker(prefe
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    deployment, schedules = asyncio.run(_deployment("nightly-test"))
-    assert deployment.work_pool_name == "test-pool"
-    assert [s.schedule.cron for s in schedules] == ["0 2 * * *"]
-    assert deployment.parameters["config"]["incremental"] is True
-    assert deployment.parameters["config"]["storage"]["secret"] is None
+    # The environment alone is not enough in-process: if prefect was imported earlier in
+    # this pytest process (any test that ran a flow), its settings are already loaded and
+    # get_client() would talk to an ephemeral in-process server. Point this process's
+    # client at the fixture's server explicitly, whatever the import order.
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "label_archive/nightly-test"],
-                         capture_output=True, text=True, env=cli_env(env), timeout=120)
-    assert run.returncode == 0, run.stderr + run.stdout
-    worker = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "test-pool", "--run-once"],
-                            capture_output=True, text=True, env=cli_env(env), timeout=400)
-    assert worker.returncode == 0, worker.stderr[-3000:]
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        deployment, schedules = asyncio.run(_deployment("nightly-test"))
+        assert deployment.work_pool_name == "test-pool"
+        assert [s.schedule.cron for s in schedules] == ["0 2 * * *"]
+        assert deployment.parameters["config"]["incremental"] is True
+        assert deployment.parameters["config"]["storage"]["secret"] is None
 
-    from prefect.client.orchestration import get_client
+        run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "label_archive/nightly-test"],
+                             capture_output=True, text=True, env=cli_env(env), timeout=120)
+        assert run.returncode == 0, run.stderr + run.stdout
+        worker = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "test-pool", "--run-once"],
+                                capture_output=True, text=True, env=cli_env(env), timeout=400)
+        assert worker.returncode == 0, worker.stderr[-3000:]
 
-    async def runs():
-        async with get_client() as client:
-            return await client.read_flow_runs()
+        from prefect.client.orchestration import get_client
 
-    deadline = time.monotonic() + 60
-    states = []
-    while time.monotonic() < deadline:
-        states = [r.state.type.value for r in asyncio.run(runs())]
-        if states and all(s in ("COMPLETED", "FAILED", "CRASHED") for s in states):
-            break
-        time.sleep(1)
-    (tmp_path / "worker.log").write_text(worker.stdout + worker.stderr)
-    assert states == ["COMPLETED"], (states, (worker.stdout + worker.stderr)[-6000:])
-    rows = ds.dataset(str(dest / "labels")).to_table().to_pylist()
-    assert sorted(r["uri"].rsplit("/", 1)[1] for r in rows) == [f"{i}.png" for i in range(5)]
-    assert all(r["run_id"].startswith("inc-") for r in rows)
+        async def runs():
+            async with get_client() as client:
+                return await client.read_flow_runs()
+
+        deadline = time.monotonic() + 60
+        states = []
+        while time.monotonic() < deadline:
+            states = [r.state.type.value for r in asyncio.run(runs())]
+            if states and all(s in ("COMPLETED", "FAILED", "CRASHED") for s in states):
+                break
+            time.sleep(1)
+        (tmp_path / "worker.log").write_text(worker.stdout + worker.stderr)
+        assert states == ["COMPLETED"], (states, (worker.stdout + worker.stderr)[-6000:])
+        rows = ds.dataset(str(dest / "labels")).to_table().to_pylist()
+        assert sorted(r["uri"].rsplit("/", 1)[1] for r in rows) == [f"{i}.png" for i in range(5)]
+        assert all(r["run_id"].startswith("inc-") for r in rows)

@@ -81,3 +81,35 @@ def test_incremental_runs_label_exactly_the_difference(s3_server):
     # Without --relabel-stale, the same upgrade labels nothing.
     fifth = _run(s3_server, bucket, "-L", "version=v3")
     assert fifth["images_this_run"] == 0
+
+
+def test_object_deleted_then_re_added_keeps_exactly_one_live_row(s3_server):
+    bucket = s3_server.new_bucket("readd")
+    client = s3_server.client()
+    for i in range(4):
+        client.put_object(Bucket=bucket, Key=f"photos/{i}.jpg", Body=_jpeg(i))
+    uri = f"s3://{bucket}/photos/1.jpg"
+
+    first = _run(s3_server, bucket)
+    assert first["plan"]["new"] == 4
+
+    client.delete_object(Bucket=bucket, Key="photos/1.jpg")
+    second = _run(s3_server, bucket)
+    assert second["plan"]["deleted"] == 1 and second["images_this_run"] == 0
+    tombstone = [r for r in _rows(s3_server, bucket) if r["uri"] == uri]
+    assert len(tombstone) == 1 and tombstone[0]["deleted_at"] is not None
+
+    client.put_object(Bucket=bucket, Key="photos/1.jpg", Body=_jpeg(1))  # re-added, same content
+    third = _run(s3_server, bucket)
+    assert third["plan"] == {"listed": 4, "new": 1, "changed": 0, "retry": 0, "stale": 0, "unchanged": 3, "deleted": 0}
+    assert third["images_this_run"] == 1
+    rows = _rows(s3_server, bucket)
+    mine = [r for r in rows if r["uri"] == uri]
+    assert len(mine) == 1, mine
+    assert mine[0]["deleted_at"] is None and mine[0]["run_id"] == third["run_id"]
+    assert mine[0]["shard_id"] != tombstone[0]["shard_id"]
+    assert len(rows) == len({r["uri"] for r in rows}) == 4
+    assert all(r["deleted_at"] is None for r in rows)
+
+    fourth = _run(s3_server, bucket)
+    assert fourth["plan"]["unchanged"] == 4 and fourth["images_this_run"] == 0
