@@ -37,10 +37,11 @@ def test_object_deleted_between_listing_and_reading_is_a_missing_row(tmp_path, r
     assert sum(r["status"] == "ok" for r in rows.values()) == 5
 
 
-def test_actor_killed_mid_shard_is_recovered_without_loss(tmp_path, ray_local):
+def test_actor_killed_mid_shard_is_recovered_without_loss(tmp_path, ray_local, search_index):
     src, dest = tmp_path / "src", tmp_path / "out"
     _photos(src, 20)
     config = RunConfig(
+        opensearch=search_index.settings,
         source=SourceSpec(url=str(src)), dest=str(dest), shard_size=10, run_id="crash",
         labeler="tests.fixtures.crashing_labeler:CrashOnceLabeler",
         labeler_options=LabelerOptions(batch_size=4, extra={"crash_flag": str(tmp_path / "crashed")}),
@@ -51,6 +52,8 @@ def test_actor_killed_mid_shard_is_recovered_without_loss(tmp_path, ray_local):
     assert summary.total_images == 20 and summary.ok == 20
     uris = [r["uri"] for r in ds.dataset(str(dest / "labels")).to_table().to_pylist()]
     assert len(uris) == len(set(uris)) == 20
+    assert summary.index is not None and summary.index.ok
+    assert search_index.count() == 20  # and one document per image
 
 
 def test_only_infrastructure_errors_are_retried():

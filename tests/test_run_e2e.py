@@ -14,6 +14,7 @@ import pytest
 import s3fs
 
 from tests.fixtures.bad_inputs import write_bad_corpus
+from indexers.documents import document_id
 from tests.fixtures.cli import popen_cli, run_cli
 
 pytestmark = pytest.mark.slow
@@ -158,12 +159,13 @@ def _photos(folder: Path, count: int) -> None:
     [("run", signal.SIGKILL), ("backfill", signal.SIGKILL), ("backfill", signal.SIGINT)],
     ids=["run-sigkill", "backfill-sigkill", "backfill-ctrl-c"],
 )
-def test_interrupted_driver_then_rerun_gives_exactly_one_row_per_image(tmp_path, command, sig):
+def test_interrupted_driver_then_rerun_gives_exactly_one_row_and_one_document_per_image(tmp_path, command, sig, search_index):
     src, dest = tmp_path / "src", tmp_path / "out"
     _photos(src, 240)
     args = (command, str(src), "--out", str(dest), "--labeler", "image-facts", "--shard-size", "8",
             "--shard-concurrency", "1", "--batch-size", "4", "--no-progress", "--json")
-    proc = popen_cli(*args)
+    env = search_index.env()  # every shard is indexed after its commit, the rerun catches up
+    proc = popen_cli(*args, env=env)
     markers = None
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -185,9 +187,10 @@ def test_interrupted_driver_then_rerun_gives_exactly_one_row_per_image(tmp_path,
     done_at_kill = len(list((dest / "_runs").glob("*/shards/*.json")))
     assert done_at_kill < 30, "the run finished before it could be killed"
 
-    result = run_cli(*args)
+    result = run_cli(*args, env=env)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
+    assert summary["index"]["shards_pending"] == 0 and summary["index"]["error"] is None
     assert summary["shards_done_before"] >= 3
     assert summary["shards_done_now"] == 30 - summary["shards_done_before"]
     rows = _rows(dest)
@@ -196,3 +199,7 @@ def test_interrupted_driver_then_rerun_gives_exactly_one_row_per_image(tmp_path,
     assert all(r["status"] == "ok" for r in rows)
     assert len(list((dest / "labels").glob("*.parquet"))) == 30
     assert not list((dest / "labels").glob("*.tmp"))  # temp files of the killed writer are gone
+    assert search_index.count() == 240  # one document per image: ids are hashes of the uris
+    client = search_index.client()
+    ids = [h["_id"] for h in client.search(index=search_index.name, body={"size": 1000, "_source": False})["hits"]["hits"]]
+    assert sorted(ids) == sorted(document_id(u) for u in uris)
