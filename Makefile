@@ -42,6 +42,7 @@ demo: $(VENV)/.stamp-base
 	$(BIN)/humantag run $(DEMO_DIR)/photos --out $(DEMO_DIR)/output
 	@echo
 	@echo "Labels: $(DEMO_DIR)/output/labels/*.parquet   Evaluate: $(BIN)/humantag eval $(DEMO_DIR)/output --labels tests/data/devset.jsonl"
+	@echo "Search: $(BIN)/humantag search $(DEMO_DIR)/output --where 'people_count>=1'   Browse: $(BIN)/humantag serve $(DEMO_DIR)/output"
 
 test: $(VENV)/.stamp-test system-deps
 	$(BIN)/python -m pytest -q
