@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "flows.commands.deploy",
     "flows.commands.index",
     "flows.commands.serve",
+    "flows.commands.search",
 ]
 
 app = typer.Typer(

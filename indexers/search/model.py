@@ -196,3 +196,8 @@ def decode_cursor(cursor: str) -> list[Scalar]:
     ):
         raise QueryError("invalid cursor: pass back next_cursor from the previous page")
     return values
+
+
+class SearchUnavailable(RuntimeError):
+    """The engine could not answer (OpenSearch unreachable, no index yet, DEST unreadable). One readable line,
+    never credentials; a web server answers 503 with it, the CLI prints it."""

@@ -1,0 +1,146 @@
+"""`humantag search [DEST]`: find images by the people in them, from OpenSearch or straight from the Parquet."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Any, Optional
+
+import typer
+
+from flows.commands import opensearch_options as os_opts
+from flows.errors import UserError
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    jsonl = "jsonl"
+
+
+class Engine(str, Enum):
+    auto = "auto"
+    opensearch = "opensearch"
+    parquet = "parquet"
+
+
+HELP = """Find images by the people in them: attribute filters, caption words, facet counts.
+
+Answers from OpenSearch when one is configured (--opensearch-url or OPENSEARCH_URL), else straight
+from the Parquet files under DEST with DuckDB (nothing to run). --fields lists what can be searched.
+
+\b
+Filters (--where, repeatable, all must hold):  FIELD OP VALUE
+  =  !=             people_count=2   scene.setting!=beach   person.smiling=true
+  a,b (any of)      person.eyewear=sunglasses,glasses   (with != : none of them)
+  >= <= > <         people_count>=2   labeled_at>=2024-05-01
+  ~  (words)        caption~red dress   person.action~running   (every word, any order)
+\b
+Every person.* filter must hold for the SAME person: --where person.eyewear=sunglasses
+--where person.expression=smiling finds a smiling person in sunglasses, not one person in
+sunglasses next to another who smiles.
+\b
+Examples:
+  humantag search out/ --where 'people_count>=2' --where 'person.eyewear=sunglasses' \\
+      --where 'scene.setting=beach' --text 'red dress'
+  humantag search out/ --where 'status=error' --facet error_kind --limit 0
+  humantag search out/ --text beach --format jsonl --after <next_cursor of the last page>
+\b
+Pages: at most --limit hits; the last line says --after <cursor> for the next page.
+--format jsonl prints one JSON object per hit, then one summary line
+{"total", "facets", "next_cursor", "took_ms"} (hit lines have a "uri", the summary has not).
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search", help=HELP)(search)
+
+
+def search(
+    dest: Optional[str] = typer.Argument(None, envvar="HUMANTAG_OUT", show_default=False,
+                                         help="The --out of a run (folder or s3:// prefix): searched with DuckDB when no OpenSearch is configured."),
+    where: list[str] = typer.Option([], "--where", "-w", show_default=False,
+                                    help="Filter FIELD OP VALUE (repeatable, all must hold), e.g. 'people_count>=2', 'person.eyewear=sunglasses,glasses', 'caption~red dress'."),
+    text: Optional[str] = typer.Option(None, "--text", "-t", show_default=False,
+                                       help="Words that must all appear in the caption (any order, case-insensitive)."),
+    facet: list[str] = typer.Option([], "--facet", "-f", show_default=False,
+                                    help="Count matching images by this field's values (repeatable). Default: the usual facets."),
+    no_facets: bool = typer.Option(False, "--no-facets", help="No facet counts (faster)."),
+    facet_size: int = typer.Option(10, "--facet-size", min=1, max=200, help="Values shown per facet."),
+    limit: int = typer.Option(20, "--limit", "-n", min=0, max=1000, help="Hits per page (0: only the total and facets)."),
+    after: Optional[str] = typer.Option(None, "--after", show_default=False, help="Cursor printed by the previous page: the next page."),
+    output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table for people, jsonl for programs."),
+    include_deleted: bool = typer.Option(False, "--include-deleted",
+                                         help="Also rows of objects deleted from the source (Parquet only: OpenSearch drops them)."),
+    fields: bool = typer.Option(False, "--fields", help="List the searchable fields, their operators and values, and exit."),
+    engine: Engine = typer.Option(Engine.auto, "--engine", help="auto: OpenSearch when configured, else DuckDB over DEST; or force one."),
+    opensearch_url: Optional[str] = os_opts.URL,
+    opensearch_user: Optional[str] = os_opts.USERNAME,
+    opensearch_password: Optional[str] = os_opts.PASSWORD,
+    opensearch_ca: Optional[str] = os_opts.CA_CERTS,
+    opensearch_insecure: bool = os_opts.NO_VERIFY,
+    opensearch_aws_region: Optional[str] = os_opts.AWS_REGION,
+    index: str = os_opts.INDEX,
+    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL", show_default=False,
+                                               help="S3 endpoint, when DEST is on an S3-compatible server."),
+    region: Optional[str] = typer.Option(None, "--region", envvar="AWS_REGION", show_default=False, help="S3 region of DEST."),
+) -> None:
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from indexers.search import render
+    from indexers.search.model import QueryError, SearchRequest, SearchUnavailable, check_facets, parse_where
+
+    if fields:
+        _print_lines(render.fields_jsonl()) if output_format == OutputFormat.jsonl else Console().print(render.fields_table())
+        return
+
+    try:
+        filters = [parse_where(expression) for expression in where]
+        facets = [] if no_facets else check_facets(list(dict.fromkeys(facet))) if facet else None
+        request = SearchRequest(filters=filters, text=text or None, size=limit, after=after, facet_size=facet_size,
+                                include_deleted=include_deleted, **({} if facets is None else {"facets": facets}))
+    except QueryError as exc:
+        raise UserError(str(exc)) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where_ = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"{where_}: {first['msg']}") from None
+
+    backend = _open(dest, engine, opensearch_url, opensearch_user, opensearch_password, opensearch_ca,
+                    opensearch_insecure, opensearch_aws_region, index, endpoint_url, region)
+    try:
+        response = backend.search(request)
+        source = backend.describe()
+    except (QueryError, SearchUnavailable) as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        backend.close()
+
+    if output_format == OutputFormat.jsonl:
+        _print_lines(render.jsonl_lines(response))
+    else:
+        render.print_response(Console(), response, source)
+
+
+def _open(dest: Optional[str], engine: Engine, url: Optional[str], user: Optional[str], password: Optional[str],
+          ca: Optional[str], insecure: bool, aws_region: Optional[str], index: str, endpoint_url: Optional[str],
+          region: Optional[str]) -> Any:
+    from indexers.search.backends import open_backend
+    from workers.storage import StorageOptions
+
+    settings = None
+    if engine != Engine.parquet:
+        settings = os_opts.opensearch_settings(url, user, password, ca, insecure, aws_region, index)
+    if engine == Engine.opensearch and settings is None:
+        raise UserError("--engine opensearch: no OpenSearch configured (--opensearch-url or OPENSEARCH_URL)")
+    if engine == Engine.parquet and not dest:
+        raise UserError("--engine parquet needs DEST (the --out of a run)")
+    storage = StorageOptions.from_env(endpoint_url=endpoint_url, region=region) if dest else None
+    return open_backend(dest, settings, storage)
+
+
+def _print_lines(lines: Any) -> None:
+    write = sys.stdout.write
+    for line in lines:
+        write(line + "\n")
+    sys.stdout.flush()
