@@ -439,11 +439,11 @@ def test_parquet_files_of_an_older_schema(tmp_path, old_name):
 
 
 def test_open_backend_errors(tmp_path):
-    from flows.errors import UserError
+    from indexers.search.model import SearchUnavailable
 
-    with pytest.raises(UserError):
+    with pytest.raises(SearchUnavailable):
         open_backend(None, None)
-    with pytest.raises(UserError, match="no such folder"):
+    with pytest.raises(SearchUnavailable, match="no such folder"):
         open_backend(str(tmp_path / "missing"), None)
     (tmp_path / "empty").mkdir()
     engine = open_backend(str(tmp_path / "empty"), None)  # a DEST before its first run: nothing found

@@ -135,8 +135,13 @@ def _open(dest: Optional[str], engine: Engine, url: Optional[str], user: Optiona
         raise UserError("--engine opensearch: no OpenSearch configured (--opensearch-url or OPENSEARCH_URL)")
     if engine == Engine.parquet and not dest:
         raise UserError("--engine parquet needs DEST (the --out of a run)")
+    from indexers.search.model import SearchUnavailable
+
     storage = StorageOptions.from_env(endpoint_url=endpoint_url, region=region) if dest else None
-    return open_backend(dest, settings, storage)
+    try:
+        return open_backend(dest, settings, storage)
+    except SearchUnavailable as exc:
+        raise UserError(str(exc)) from None
 
 
 def _print_lines(lines: Any) -> None:

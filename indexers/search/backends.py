@@ -25,17 +25,15 @@ def open_backend(dest: Optional[str], opensearch: Optional["OpenSearchSettings"]
                  storage: Optional["StorageOptions"] = None) -> SearchBackend:
     """OpenSearch (read alias `opensearch.index`) when settings are given, else Parquet under `dest`.
 
-    Raises `flows.errors.UserError` (one line) when neither is given or DEST does not exist.
+    Raises `SearchUnavailable` (one line; the CLI shows it as a user error) when neither is
+    given or DEST has no labels.
     """
-    # UserError lives in flows (the CLI's error type); the web server and the CLI both expect it here.
-    from flows.errors import UserError
-
     if opensearch is not None:
         from indexers.search.opensearch_backend import OpenSearchSearchBackend
 
         return OpenSearchSearchBackend(opensearch)
     if not dest:
-        raise UserError(
+        raise SearchUnavailable(
             "nothing to search: give DEST (the --out of a run, searched with DuckDB) "
             "or an OpenSearch URL (--opensearch-url / OPENSEARCH_URL)"
         )
@@ -44,7 +42,7 @@ def open_backend(dest: Optional[str], opensearch: Optional["OpenSearchSettings"]
     backend = ParquetSearchBackend(dest, storage)
     try:
         backend.check()
-    except SearchUnavailable as exc:
+    except SearchUnavailable:
         backend.close()
-        raise UserError(str(exc)) from None
+        raise
     return backend
