@@ -176,6 +176,17 @@ def test_person_filters_must_hold_for_one_person(backend):
     assert found(backend, "person.upper_clothing=dress", "person.upper_clothing_color=red") == uris(2, 7)
 
 
+def test_filters_combine_in_any_order(backend):
+    """Person and image-level filters, in every order, with text: the same answer (bound parameters line up)."""
+    import itertools
+
+    wheres = ["person.eyewear=sunglasses,glasses", "people_count>=2", "person.expression!=neutral", "scene.setting!=office"]
+    expected = found(backend, *wheres)
+    assert expected  # the combination finds something, so a mix-up would show
+    for order in itertools.permutations(wheres):
+        assert found(backend, *order) == expected, order
+
+
 def test_ranges_any_of_and_negation(backend):
     assert found(backend, "people_count>=2") == uris(1, 3, 7, 9)
     assert found(backend, "people_count>1", "people_count<=3") == uris(1, 3, 7)

@@ -129,13 +129,10 @@ class _Sql:
         return f"coalesce({expr} {flt.op} {self.param(spec, flt.values[0])}, false)"
 
     def where(self, request: SearchRequest) -> str:
-        conditions: list[str] = []
-        person_conditions: list[str] = []
-        for flt in request.filters:
-            if flt.spec.nested:
-                person_conditions.append(self.condition(flt, _column(flt.spec.column, row="p")))
-            else:
-                conditions.append(self.condition(flt, _column(flt.spec.path)))
+        # Parameters are bound in the order conditions are built, which must be their order in the SQL:
+        # top-level conditions first, then the person conditions, then the text.
+        conditions = [self.condition(f, _column(f.spec.path)) for f in request.filters if not f.spec.nested]
+        person_conditions = [self.condition(f, _column(f.spec.column, row="p")) for f in request.filters if f.spec.nested]
         if person_conditions:
             conditions.append(
                 f"coalesce(len(list_filter({_column(NESTED_PATH)}, lambda p: {' AND '.join(person_conditions)})) > 0, false)"
