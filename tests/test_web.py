@@ -473,13 +473,17 @@ def test_page_search_facets_details(served: Server, browser: Any, dest: Dest, tm
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(browser, 20)
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    # The grid is re-rendered by every search: an element found a moment ago may be gone.
+    wait = WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,))
 
     def tiles() -> list[Any]:
         return browser.find_elements(By.CSS_SELECTOR, "#grid .tile")
 
     def shown() -> set[str]:
-        return {t.get_attribute("data-id") for t in tiles()}
+        """The ids in the grid, read in one step (no element can go stale half-way)."""
+        return set(browser.execute_script("return [...document.querySelectorAll('#grid .tile')].map(t => t.dataset.id);"))
 
     def wait_for_tiles(*names: str) -> list[Any]:
         """Until the grid shows exactly these photos (and the total says so)."""

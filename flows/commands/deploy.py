@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
 
 
 @deploy_app.command("nightly", no_args_is_help=True)
+@os_opts.with_opensearch_flags(password=False)
 def nightly(
     source: str = typer.Option(..., "--source", help="Image archive to label: folder or s3://bucket/prefix.", show_default=False),
     out: str = typer.Option(..., "--out", help="Destination of labels/ and _runs/.", show_default=False),
@@ -30,11 +31,7 @@ def nightly(
     num_gpus: Optional[float] = typer.Option(None, "--num-gpus", min=0, help="GPUs per replica."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per labeler call."),
     model: Optional[str] = typer.Option(None, "--model", help="Model for HumanVLM: hub id, folder or s3:// URL."),
-    opensearch_url: Optional[str] = os_opts.URL,
-    opensearch_user: Optional[str] = os_opts.USERNAME,
-    opensearch_ca: Optional[str] = os_opts.CA_CERTS,
-    opensearch_aws_region: Optional[str] = os_opts.AWS_REGION,
-    index: str = os_opts.INDEX,
+    opensearch: os_opts.OpenSearchFlags = os_opts.OpenSearchFlags(),
 ) -> None:
     """Label what is new or changed in SOURCE every night (an incremental `label_archive`).
 
@@ -50,8 +47,7 @@ def nightly(
     request = RunRequest(source=source, out=out, labeler=labeler, shard_size=shard_size, replicas=replicas,
                          num_gpus=num_gpus, batch_size=batch_size, model=model, incremental=True,
                          relabel_stale=relabel_stale,
-                         opensearch=os_opts.opensearch_settings(opensearch_url, opensearch_user, None, opensearch_ca,
-                                                                False, opensearch_aws_region, index))
+                         opensearch=opensearch.settings())
     config = build_config(request, labeler or "cpu")
     if labeler is None:
         config = config.model_copy(update={"labeler": "auto"})

@@ -43,16 +43,11 @@ class _DocumentCounter:
             self._progress.stop()
 
 
+@os_opts.with_opensearch_flags()
 def index_command(
     out: str = typer.Argument(..., help="The labeling output (folder or s3:// prefix) whose labels/ to index.", show_default=False),
     rebuild: bool = typer.Option(False, "--rebuild", help="Fill a new physical index from every label file, then move the read and write aliases to it in one atomic step. Searches keep working on the old index meanwhile; rerun to resume an interrupted rebuild."),
-    opensearch_url: Optional[str] = os_opts.URL,
-    opensearch_user: Optional[str] = os_opts.USERNAME,
-    opensearch_password: Optional[str] = os_opts.PASSWORD,
-    opensearch_ca: Optional[str] = os_opts.CA_CERTS,
-    opensearch_insecure: bool = os_opts.NO_VERIFY,
-    opensearch_aws_region: Optional[str] = os_opts.AWS_REGION,
-    index: str = os_opts.INDEX,
+    opensearch: os_opts.OpenSearchFlags = os_opts.OpenSearchFlags(),
     endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 endpoint, when OUT is on an S3-compatible server."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress display."),
     json_report: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -70,8 +65,7 @@ def index_command(
     from flows.indexing import reindex
     from workers.storage import StorageOptions, filesystem
 
-    settings = os_opts.opensearch_settings(opensearch_url, opensearch_user, opensearch_password, opensearch_ca,
-                                           opensearch_insecure, opensearch_aws_region, index)
+    settings = opensearch.settings()
     if settings is None:
         raise UserError("no OpenSearch configured: pass --opensearch-url or set OPENSEARCH_URL")
     storage = StorageOptions.from_env(endpoint_url=endpoint_url)

@@ -6,7 +6,11 @@ OpenSearch once (OPENSEARCH_URL, OPENSEARCH_USER, OPENSEARCH_PASSWORD, ...).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -42,3 +46,60 @@ def opensearch_settings(url: Optional[str], username: Optional[str] = None, pass
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(f"OpenSearch settings: {first['msg']}") from None
+
+
+@dataclass(frozen=True)
+class OpenSearchFlags:
+    """What the user passed for OpenSearch; `settings()` validates and resolves it when the command needs it."""
+
+    url: Optional[str] = None
+    user: Optional[str] = None
+    password: Optional[str] = None
+    ca: Optional[str] = None
+    insecure: bool = False
+    aws_region: Optional[str] = None
+    index: str = "humantag"
+
+    def settings(self) -> Any:
+        return opensearch_settings(self.url, self.user, self.password, self.ca, self.insecure, self.aws_region, self.index)
+
+
+# (parameter name, type, typer option, OpenSearchFlags field), in --help order.
+_FLAGS: tuple[tuple[str, Any, Any, str], ...] = (
+    ("opensearch_url", Optional[str], URL, "url"),
+    ("opensearch_user", Optional[str], USERNAME, "user"),
+    ("opensearch_password", Optional[str], PASSWORD, "password"),
+    ("opensearch_ca", Optional[str], CA_CERTS, "ca"),
+    ("opensearch_insecure", bool, NO_VERIFY, "insecure"),
+    ("opensearch_aws_region", Optional[str], AWS_REGION, "aws_region"),
+    ("index", str, INDEX, "index"),
+)
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def with_opensearch_flags(*, password: bool = True) -> Callable[[Command], Command]:
+    """Give a typer command the --opensearch-* flags and --index; it receives them as `opensearch: OpenSearchFlags`.
+
+    `password=False` leaves out --opensearch-password (deployments must not store it).
+    """
+    flags = [flag for flag in _FLAGS if password or flag[3] != "password"]
+
+    def decorate(func: Command) -> Command:
+        signature = inspect.signature(func)
+        own = [p for p in signature.parameters.values() if p.name != "opensearch"]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+                 for name, kind, option, _ in flags]
+
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> Any:
+            values = {field: kwargs.pop(name) for name, _, _, field in flags if name in kwargs}
+            return func(**kwargs, opensearch=OpenSearchFlags(**values))
+
+        command.__signature__ = signature.replace(parameters=own + added)  # type: ignore[attr-defined]
+        command.__annotations__ = {k: v for k, v in func.__annotations__.items() if k != "opensearch"} | {
+            name: kind for name, kind, _, _ in flags
+        }
+        return command  # type: ignore[return-value]
+
+    return decorate

@@ -68,6 +68,7 @@ def _backfill_command() -> Callable[..., None]:
     return backfill
 
 
+@os_opts.with_opensearch_flags()
 def run(
     source: str = typer.Argument(..., help="Image archive: a folder, file:///path, or s3://bucket/prefix.", show_default=False),
     out: str = typer.Option(..., "--out", "-o", envvar="HUMANTAG_OUT", help="Destination folder or s3:// prefix for labels/ and _runs/.", show_default=False),
@@ -95,13 +96,7 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="List and plan only: print objects, bytes, shards, already-labeled and estimated GPU-hours; write nothing."),
     listing_workers: int = typer.Option(1, "--listing-workers", min=1, envvar="HUMANTAG_LISTING_WORKERS", help="List an S3 source's top-level prefixes in parallel with this many threads."),
     gpu_rate: float = typer.Option(DEFAULT_GPU_IMAGES_PER_SECOND, "--gpu-rate", min=0.001, help="HumanVLM images/s per GPU for --dry-run's GPU-hour estimate (measure with bench/humanvlm_throughput.py)."),
-    opensearch_url: Optional[str] = os_opts.URL,
-    opensearch_user: Optional[str] = os_opts.USERNAME,
-    opensearch_password: Optional[str] = os_opts.PASSWORD,
-    opensearch_ca: Optional[str] = os_opts.CA_CERTS,
-    opensearch_insecure: bool = os_opts.NO_VERIFY,
-    opensearch_aws_region: Optional[str] = os_opts.AWS_REGION,
-    index: str = os_opts.INDEX,
+    opensearch: os_opts.OpenSearchFlags = os_opts.OpenSearchFlags(),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs only)."),
     json_summary: bool = typer.Option(False, "--json", help="Print the run summary as JSON instead of a table."),
     _backfill: bool = typer.Option(False, "--_backfill", hidden=True),
@@ -116,8 +111,6 @@ def run(
     """
     from flows.run_command import RunRequest, execute_run
 
-    opensearch = os_opts.opensearch_settings(opensearch_url, opensearch_user, opensearch_password, opensearch_ca,
-                                             opensearch_insecure, opensearch_aws_region, index)
 
     request = RunRequest(
         source=source, out=out, labeler=labeler, shard_size=shard_size, replicas=replicas, num_cpus=num_cpus,
@@ -127,7 +120,7 @@ def run(
         aws_access_key_id=aws_access_key_id, aws_secret_access_key=aws_secret_access_key, region=region,
         ray_address=ray_address, show_progress=not no_progress, json_summary=json_summary,
         incremental=incremental, relabel_stale=relabel_stale, dry_run=dry_run, listing_workers=listing_workers,
-        gpu_rate=gpu_rate, backfill=_backfill, opensearch=opensearch,
+        gpu_rate=gpu_rate, backfill=_backfill, opensearch=opensearch.settings(),
     )
     if relabel_stale and not (incremental or _backfill):
         raise UserError("--relabel-stale needs --incremental")

@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
     app.command("search", help=HELP)(search)
 
 
+@os_opts.with_opensearch_flags()
 def search(
     dest: Optional[str] = typer.Argument(None, envvar="HUMANTAG_OUT", show_default=False,
                                          help="The --out of a run (folder or s3:// prefix): searched with DuckDB when no OpenSearch is configured."),
@@ -73,13 +74,7 @@ def search(
                                          help="Also rows of objects deleted from the source (Parquet only: OpenSearch drops them)."),
     fields: bool = typer.Option(False, "--fields", help="List the searchable fields, their operators and values, and exit."),
     engine: Engine = typer.Option(Engine.auto, "--engine", help="auto: OpenSearch when configured, else DuckDB over DEST; or force one."),
-    opensearch_url: Optional[str] = os_opts.URL,
-    opensearch_user: Optional[str] = os_opts.USERNAME,
-    opensearch_password: Optional[str] = os_opts.PASSWORD,
-    opensearch_ca: Optional[str] = os_opts.CA_CERTS,
-    opensearch_insecure: bool = os_opts.NO_VERIFY,
-    opensearch_aws_region: Optional[str] = os_opts.AWS_REGION,
-    index: str = os_opts.INDEX,
+    opensearch: os_opts.OpenSearchFlags = os_opts.OpenSearchFlags(),
     endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL", show_default=False,
                                                help="S3 endpoint, when DEST is on an S3-compatible server."),
     region: Optional[str] = typer.Option(None, "--region", envvar="AWS_REGION", show_default=False, help="S3 region of DEST."),
@@ -106,8 +101,7 @@ def search(
         where_ = ".".join(str(p) for p in first["loc"])
         raise UserError(f"{where_}: {first['msg']}") from None
 
-    backend = _open(dest, engine, opensearch_url, opensearch_user, opensearch_password, opensearch_ca,
-                    opensearch_insecure, opensearch_aws_region, index, endpoint_url, region)
+    backend = _open(dest, engine, opensearch, endpoint_url, region)
     try:
         response = backend.search(request)
         source = backend.describe()
@@ -122,15 +116,14 @@ def search(
         render.print_response(Console(), response, source)
 
 
-def _open(dest: Optional[str], engine: Engine, url: Optional[str], user: Optional[str], password: Optional[str],
-          ca: Optional[str], insecure: bool, aws_region: Optional[str], index: str, endpoint_url: Optional[str],
+def _open(dest: Optional[str], engine: Engine, opensearch: os_opts.OpenSearchFlags, endpoint_url: Optional[str],
           region: Optional[str]) -> Any:
     from indexers.search.backends import open_backend
     from workers.storage import StorageOptions
 
     settings = None
     if engine != Engine.parquet:
-        settings = os_opts.opensearch_settings(url, user, password, ca, insecure, aws_region, index)
+        settings = opensearch.settings()
     if engine == Engine.opensearch and settings is None:
         raise UserError("--engine opensearch: no OpenSearch configured (--opensearch-url or OPENSEARCH_URL)")
     if engine == Engine.parquet and not dest:

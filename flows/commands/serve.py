@@ -44,6 +44,7 @@ def _url(sock: socket.socket) -> str:
     return f"http://{host}:{port}/"
 
 
+@os_opts.with_opensearch_flags()
 def serve(
     dest: Optional[str] = typer.Argument(None, envvar="HUMANTAG_OUT", show_default=False,
                                          help="A labeling output (folder or s3:// prefix, the --out of `run`): searched "
@@ -58,13 +59,7 @@ def serve(
                                            help="Memory for recently served thumbnails (LRU), in MiB."),
     max_image_mb: int = typer.Option(64, "--max-image-mb", envvar="HUMANTAG_MAX_IMAGE_MB", min=1,
                                      help="Source images larger than this get no thumbnail."),
-    opensearch_url: Optional[str] = os_opts.URL,
-    opensearch_user: Optional[str] = os_opts.USERNAME,
-    opensearch_password: Optional[str] = os_opts.PASSWORD,
-    opensearch_ca: Optional[str] = os_opts.CA_CERTS,
-    opensearch_insecure: bool = os_opts.NO_VERIFY,
-    opensearch_aws_region: Optional[str] = os_opts.AWS_REGION,
-    index: str = os_opts.INDEX,
+    opensearch: os_opts.OpenSearchFlags = os_opts.OpenSearchFlags(),
     endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL",
                                                help="S3 endpoint (for S3-compatible servers), for DEST and the source images."),
     aws_access_key_id: Optional[str] = typer.Option(None, "--aws-access-key-id", envvar="AWS_ACCESS_KEY_ID",
@@ -88,8 +83,7 @@ def serve(
     from indexers.web import create_app
     from workers.storage import StorageOptions
 
-    settings = os_opts.opensearch_settings(opensearch_url, opensearch_user, opensearch_password, opensearch_ca,
-                                           opensearch_insecure, opensearch_aws_region, index)
+    settings = opensearch.settings()
     if settings is None and not dest:
         raise UserError("nothing to serve: give DEST (the --out of a run) or configure OpenSearch (--opensearch-url / OPENSEARCH_URL)")
     storage = StorageOptions.from_env(endpoint_url=endpoint_url, key=aws_access_key_id,
