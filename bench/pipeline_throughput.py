@@ -146,12 +146,34 @@ def plain_shard_loop(src: Path, dest: Path, shard_size: int, replicas: int, shar
     return {"labeling_s": elapsed, "shard_s": times, "images": plan.total_objects}
 
 
+def prefect_task_seconds(tasks: int = 64, concurrency: int = 2) -> float:
+    """Wall time one Prefect task adds around its body: empty tasks through the flow's task runner."""
+    from prefect import flow, task
+    from prefect.cache_policies import NONE as NO_CACHE
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    @task(cache_policy=NO_CACHE)
+    def empty(i: int) -> int:
+        return i
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=concurrency))
+    def many() -> float:
+        started = time.perf_counter()
+        for future in [empty.submit(i) for i in range(tasks)]:
+            future.result()
+        return time.perf_counter() - started
+
+    many()  # warm-up: the first flow starts Prefect's local API
+    return many() * concurrency / tasks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--dir", default="/tmp/humantag-bench")
+    parser.add_argument("--rounds", type=int, default=3, help="Prefect vs plain-thread runs, alternated; medians reported")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -166,8 +188,6 @@ def main() -> None:
 
     ensure_ray()
     plain_loop(paths[:64])  # warm the page cache
-    loop_rate = plain_loop(paths)
-    pool_rate = plain_pool(paths, cores)
     # Warm-up: Ray starts its worker processes for the decode tasks on first use; neither
     # measured variant should pay for that.
     warm = root / "warm"
@@ -177,24 +197,42 @@ def main() -> None:
             os.link(p, warm / p.name)
     run_pipeline(warm, root / "out-warm", 16, args.replicas, shard_concurrency=2)
 
-    pipe = run_pipeline(src, root / "out-flow", args.shard_size, args.replicas, shard_concurrency=2)
-    direct = plain_shard_loop(src, root / "out-direct", args.shard_size, args.replicas, shard_concurrency=2)
-    n_shards = len(direct["shard_s"])
+    pipes, directs, loop_rates, pool_rates = [], [], [], []
+    for r in range(args.rounds):  # alternate, so drift on a shared machine hits every variant alike
+        loop_rates.append(plain_loop(paths))
+        pool_rates.append(plain_pool(paths, cores))
+        order = [("pipe", run_pipeline), ("direct", plain_shard_loop)]
+        for kind, runner in order if r % 2 == 0 else order[::-1]:
+            result = runner(src, root / f"out-{kind}", args.shard_size, args.replicas, shard_concurrency=2)
+            (pipes if kind == "pipe" else directs).append(result)
+    pipe = {"images": pipes[0]["images"], "labeling_s": statistics.median(p["labeling_s"] for p in pipes),
+            "total_s": statistics.median(p["total_s"] for p in pipes)}
+    direct = {"images": directs[0]["images"], "labeling_s": statistics.median(d["labeling_s"] for d in directs),
+              "shard_s": [s for d in directs for s in d["shard_s"]]}
+    n_shards = len(directs[0]["shard_s"])
+    loop_rate, pool_rate = statistics.median(loop_rates), statistics.median(pool_rates)
+    mean_shard = statistics.mean(direct["shard_s"])
+    task_s = prefect_task_seconds()
 
     rate = pipe["images"] / pipe["labeling_s"]
     e2e_rate = pipe["images"] / pipe["total_s"]
     direct_rate = direct["images"] / direct["labeling_s"]
-    overhead = (pipe["labeling_s"] - direct["labeling_s"]) / n_shards / statistics.mean(direct["shard_s"])
+    overhead = (pipe["labeling_s"] - direct["labeling_s"]) / n_shards / mean_shard
 
-    print(f"\ncores: {cores}; shard size {args.shard_size}; replicas {args.replicas}; {n_shards} shards, 2 in flight")
+    print(f"\ncores: {cores}; shard size {args.shard_size}; replicas {args.replicas}; {n_shards} shards, 2 in flight; "
+          f"medians of {args.rounds} alternated rounds")
     print(f"{'plain read+decode loop (1 process)':<56}{loop_rate:8.1f} img/s  baseline 1.00")
     print(f"{'plain read+decode, process pool of ' + str(cores):<56}{pool_rate:8.1f} img/s  ratio {pool_rate / loop_rate:5.2f}")
     print(f"{'pipeline: label_archive, labeling phase':<56}{rate:8.1f} img/s  ratio {rate / loop_rate:5.2f}")
     print(f"{'pipeline: label_archive, end to end (+plan, start-up)':<56}{e2e_rate:8.1f} img/s  ratio {e2e_rate / loop_rate:5.2f}")
     print(f"{'pipeline: same shards in plain threads, no Prefect':<56}{direct_rate:8.1f} img/s  ratio {direct_rate / loop_rate:5.2f}")
-    print(f"\nlabeling phase: {pipe['labeling_s']:.2f}s with Prefect tasks, {direct['labeling_s']:.2f}s with plain threads;"
-          f" mean shard {statistics.mean(direct['shard_s']):.2f}s")
-    print(f"orchestration overhead per shard: {overhead * 100:.1f}% of a shard's time (target <= 2%)")
+    print(f"\nlabeling phase (median of {args.rounds}): {pipe['labeling_s']:.2f}s with Prefect tasks, "
+          f"{direct['labeling_s']:.2f}s with plain threads; mean shard {mean_shard:.2f}s")
+    per_round = ", ".join(f"{p['labeling_s']:.2f}/{d['labeling_s']:.2f}" for p, d in zip(pipes, directs))
+    print(f"  per round, Prefect/plain seconds: {per_round}; plain loop img/s: {', '.join(f'{r:.0f}' for r in loop_rates)}")
+    print(f"orchestration overhead per shard, Prefect vs plain threads: {overhead * 100:.1f}% of a shard's time (target <= 2%)")
+    print(f"Prefect's own cost per task (empty tasks, 2 in flight): {task_s * 1000:.0f} ms = "
+          f"{task_s / mean_shard * 100:.1f}% of a {args.shard_size}-image shard")
     print(f"pipeline / plain loop: {rate / loop_rate:.2f} (target >= 0.8)")
 
 

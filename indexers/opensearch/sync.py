@@ -143,9 +143,21 @@ def index_into(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layo
     except IndexingUnavailable as exc:
         report.error = str(exc)
         log.warning("indexing into %s stopped: %s", index, exc)
+    except Exception as exc:  # noqa: BLE001 - refused outright (401/403, a bad request): not worth retrying
+        if not _is_opensearch_failure(exc):
+            raise
+        report.error = f"OpenSearch at {settings.safe_urls()} refused the bulk request: {describe_error(exc)}"
+        log.warning("indexing into %s stopped: %s", index, report.error)
     if report.error is None:
         client.indices.refresh(index=index, ignore_unavailable=True)  # searches right after a run see its labels
     return report
+
+
+def _is_opensearch_failure(exc: BaseException) -> bool:
+    """An answer or silence from OpenSearch (any HTTP error, no connection, bad URL), not a bug of ours."""
+    from opensearchpy.exceptions import TransportError
+
+    return isinstance(exc, (TransportError, OSError, ValueError)) or is_retryable(exc)
 
 
 def sync_index(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str,
@@ -160,7 +172,7 @@ def sync_index(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layo
         client = settings.client()
         target = ensure_index(client, names)
     except Exception as exc:  # noqa: BLE001 - reported, labels are safe
-        if not is_retryable(exc) and not isinstance(exc, (OSError, ValueError)):
+        if not _is_opensearch_failure(exc):
             raise
         pending = len(label_sources(fs, layout)) if only is None else len(only)
         message = f"OpenSearch at {settings.safe_urls()} unavailable: {describe_error(exc)}"
@@ -180,8 +192,13 @@ def rebuild_index(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, l
     alias swap); older ones are deleted.
     """
     names = IndexNames(settings.index)
-    client = settings.client()
-    target = next_index(client, names)
+    try:
+        client = settings.client()
+        target = next_index(client, names)
+    except Exception as exc:  # noqa: BLE001 - reported; nothing was changed
+        if not _is_opensearch_failure(exc):
+            raise
+        return IndexReport(index=names.read_alias, error=f"OpenSearch at {settings.safe_urls()} unavailable: {describe_error(exc)}")
     report = index_into(settings, fs, layout, run_id, target, client=client, on_documents=on_documents)
     if report.ok:
         catch_up = index_into(settings, fs, layout, run_id, target, client=client)
