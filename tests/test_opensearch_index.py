@@ -95,6 +95,8 @@ def test_reindexing_is_idempotent(search_index, tmp_path):
     assert first.ok and first.documents_indexed == len(uris)
     again = sync_index(search_index.settings, fs, layout, "r1")
     assert again.ok and again.shards_pending == 0 and again.documents_indexed == 0  # markers: nothing to redo
+    markers = load_markers(fs, layout, f"{search_index.name}-v1")
+    assert len(markers) == 4 and all(len(tokens) == 1 for tokens in markers.values())
     fs.rm(str(Path(layout.root) / "_index"), recursive=True)  # forget the markers: everything is sent again
     forced = sync_index(search_index.settings, fs, layout, "r1")
     assert forced.documents_indexed == len(uris)
@@ -120,6 +122,7 @@ def test_error_rows_are_indexed_and_deleted_objects_leave_the_index(search_index
     assert search_index.count() == 4
     assert not client.exists(index=search_index.name, id=document_id(rows[0].uri))
     assert sync_index(search_index.settings, fs, layout, "r1").documents_deleted == 0  # nothing left to do
+    assert len(load_markers(fs, layout, f"{search_index.name}-v1")[shard]) == 1  # the old version's marker is gone
 
 
 def test_429_then_recovery(search_index, tmp_path):

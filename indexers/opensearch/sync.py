@@ -1,7 +1,9 @@
 """Bring an OpenSearch index up to date with DEST/labels, resumably.
 
 Each label file indexed without a failure gets a marker under
-DEST/_index/<physical index>/<shard_id>.json recording the file's version.
+DEST/_index/<physical index>/<shard_id>.<version token>.json; the token is a
+digest of the file's version (S3 ETag, or size + mtime), so deciding what is
+pending takes two listings and no reads, however many shards there are.
 A file is (re)indexed when it has no marker for the target index or its
 version changed (a rerun, superseded rows, objects marked deleted). Failed
 documents go to DEST/_runs/<run_id>/index_errors/<shard_id>.jsonl and leave the
@@ -10,6 +12,7 @@ shard unmarked, so the next sync tries it again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import posixpath
@@ -85,24 +88,60 @@ def label_sources(fs: fsspec.AbstractFileSystem, layout: OutputLayout) -> list[S
     return sorted(sources, key=lambda s: s.shard_id)
 
 
-def load_markers(fs: fsspec.AbstractFileSystem, layout: OutputLayout, index: str) -> dict[str, str]:
-    """shard id → version indexed into `index`."""
+def version_token(version: str) -> str:
+    """A file-name-safe digest of a label file's version."""
+    return hashlib.sha256(version.encode()).hexdigest()[:16]
+
+
+def marker_file(layout: OutputLayout, index: str, source: ShardSource) -> str:
+    """`<shard_id>.<version token>.json`: the version is in the name, so checking markers is listing only."""
+    return posixpath.join(markers_dir(layout, index), f"{source.shard_id}.{version_token(source.version)}.json")
+
+
+def load_markers(fs: fsspec.AbstractFileSystem, layout: OutputLayout, index: str) -> dict[str, dict[str, str]]:
+    """shard id → {version token: marker path} of the shards indexed into `index` (one listing, no reads)."""
     directory = markers_dir(layout, index)
     if not fs.exists(directory):
         return {}
-    versions = {}
-    for path in fs.find(directory):
+    markers: dict[str, dict[str, str]] = {}
+    for path in fs.ls(directory, detail=False):
         name = posixpath.basename(path)
-        if name.endswith(".json") and not name.startswith("."):
-            marker = IndexMarker.model_validate(json.loads(fs.cat_file(path)))
-            versions[marker.shard_id] = marker.version
-    return versions
+        if name.endswith(".json") and not name.startswith(".") and name.count(".") >= 2:
+            shard_id, token = name[: -len(".json")].rsplit(".", 1)
+            markers.setdefault(shard_id, {})[token] = path
+    return markers
+
+
+def _label_source(fs: fsspec.AbstractFileSystem, layout: OutputLayout, shard_id: str) -> Optional[ShardSource]:
+    path = layout.labels_file(shard_id)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return None
+    return ShardSource(shard_id=shard_id, path=path, version=_file_version(info))
 
 
 def pending_sources(fs: fsspec.AbstractFileSystem, layout: OutputLayout, index: str,
                     only: Optional[set[str]] = None) -> list[ShardSource]:
-    done = load_markers(fs, layout, index)
-    return [s for s in label_sources(fs, layout) if done.get(s.shard_id) != s.version and (only is None or s.shard_id in only)]
+    """Label files not yet indexed into `index` in their current version.
+
+    `only` (a run's just-committed shards): one info + one exists per shard. Otherwise two listings
+    (labels, markers); markers of versions that are no longer current are removed on the way.
+    """
+    if only is not None:
+        sources = [src for shard_id in sorted(only) if (src := _label_source(fs, layout, shard_id)) is not None]
+        return [src for src in sources if not fs.exists(marker_file(layout, index, src))]
+    markers = load_markers(fs, layout, index)
+    todo = []
+    for source in label_sources(fs, layout):
+        tokens = markers.get(source.shard_id, {})
+        current = version_token(source.version)
+        stale = [path for token, path in tokens.items() if token != current]
+        if stale:
+            fs.rm(stale)
+        if current not in tokens:
+            todo.append(source)
+    return todo
 
 
 def _record(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str, index: str,
@@ -121,7 +160,7 @@ def _record(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str, in
         return
     marker = IndexMarker(shard_id=source.shard_id, version=source.version, index=index, documents=outcome.indexed,
                          deleted=outcome.deleted, indexed_at=utcnow().isoformat())
-    write_bytes_atomic(fs, posixpath.join(markers_dir(layout, index), f"{source.shard_id}.json"), marker.model_dump_json().encode())
+    write_bytes_atomic(fs, marker_file(layout, index, source), marker.model_dump_json().encode())
     report.shards_indexed += 1
 
 
