@@ -8,7 +8,7 @@ memory stays bounded for millions of objects:
             (re-added: the new row supersedes the tombstoned one)
   changed   listed with another etag / mtime / size than the labeled version
   stale     unchanged, but labeled by another labeler/prompt/schema version (--relabel-stale)
-  retry     last attempt failed for a reason worth retrying (read_error, missing, label_error)
+  retry     last attempt failed with a retryable error kind (workers.records.RETRYABLE_ERROR_KINDS)
   deleted   labeled and live in the ledger, no longer listed (under the same source prefix)
 """
 
@@ -32,12 +32,11 @@ from flows.plan import LISTING_SCHEMA, PlanCounts, PlannedObject, RunPlan, write
 from indexers.layout import OutputLayout
 from indexers.ledger import ledger_dataset
 from workers.loader import SourceObject
-from workers.records import SCHEMA_VERSION
+from workers.records import RETRYABLE_ERROR_KINDS, SCHEMA_VERSION
 from workers.storage import filesystem, protocol_of
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_ERRORS = ("read_error", "missing", "label_error")
 DELETED_SCHEMA = pa.schema([pa.field("uri", pa.string()), pa.field("shard_id", pa.string())])
 
 
@@ -159,7 +158,7 @@ def build_incremental_plan(
             "schema_version": current.schema_version,
             "prompt_version": current.prompt_version,
         }
-        retryable = ", ".join(f"'{kind}'" for kind in RETRYABLE_ERRORS)
+        retryable = ", ".join(f"'{kind}'" for kind in sorted(k.value for k in RETRYABLE_ERROR_KINDS))
         if track_deletions:  # before the plan file, which marks planning as finished
             counts.deleted = _write_deleted(con, spec, fs, layout, run_id)
         reader = con.sql(_DIFF_SQL.format(retryable=retryable), params=params).to_arrow_reader(10_000)

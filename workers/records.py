@@ -2,13 +2,14 @@
 
 `LabeledImage` is the single definition; `ARROW_SCHEMA` is derived from it, so
 the Parquet files, the OpenSearch mapping and the Python objects always agree.
-Bump SCHEMA_VERSION when a field changes meaning or type.
+Bump SCHEMA_VERSION when a field changes meaning or type. ErrorKind lists the error kinds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import types
+from enum import Enum
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import pyarrow as pa
@@ -20,17 +21,33 @@ SCHEMA_VERSION = "1.0"
 
 Status = Literal["ok", "error"]
 
-# error_kind values used by the pipeline itself; labelers may add their own.
-ERROR_KINDS = (
-    "missing",  # object vanished between listing and reading
-    "read_error",  # storage refused or timed out
-    "empty_file",
-    "not_an_image",  # bytes are not a known image format
-    "truncated",  # a known format, cut short
-    "decompression_bomb",  # more pixels than max_pixels
-    "decode_error",  # anything else the decoder raised
-    "label_error",  # the labeler failed on this image
-)
+class ErrorKind(str, Enum):
+    """Why a row has status=error: the one catalogue of error kinds, and whether a rerun may fix them.
+
+    Labelers may record kinds of their own (error_kind is a string column); a kind
+    not listed here is not retried.
+    """
+
+    MISSING = "missing"  # object vanished between listing and reading
+    READ_ERROR = "read_error"  # storage refused or timed out
+    EMPTY_FILE = "empty_file"
+    NOT_AN_IMAGE = "not_an_image"  # bytes are not a known image format
+    TRUNCATED = "truncated"  # a known format, cut short
+    DECOMPRESSION_BOMB = "decompression_bomb"  # more pixels than max_pixels
+    DECODE_ERROR = "decode_error"  # anything else the decoder raised
+    LABEL_ERROR = "label_error"  # the labeler failed on this image
+    PREPROCESS_ERROR = "preprocess_error"  # the model's image processor refused the pixels
+    GENERATION_ERROR = "generation_error"  # the model failed while generating (e.g. out of GPU memory)
+    INVALID_OUTPUT = "invalid_output"  # the model's output did not fit the schema
+
+    @property
+    def retryable(self) -> bool:
+        """A later run may succeed where this one failed (infrastructure, not the image)."""
+        return self in RETRYABLE_ERROR_KINDS
+
+
+# Incremental runs and backfills label rows with these kinds again.
+RETRYABLE_ERROR_KINDS: frozenset[ErrorKind] = frozenset({ErrorKind.MISSING, ErrorKind.READ_ERROR, ErrorKind.LABEL_ERROR})
 
 
 class LabeledImage(BaseModel):
