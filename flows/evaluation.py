@@ -93,18 +93,21 @@ def load_labels(path: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def load_predictions(pred_dir: str, storage: StorageOptions | None = None) -> dict[str, dict[str, Any]]:
-    """Rows of PRED_DIR/labels/**/*.parquet by image file name (the last row wins on duplicates)."""
+    """The live rows (indexers.ledger) of PRED_DIR/labels/**/*.parquet by image file name."""
+    from indexers.ledger import live_rows
+
     fs, root = filesystem(pred_dir, storage)
     files = sorted(fs.glob(posixpath.join(root, "labels", "**", "*.parquet")))
-    rows: dict[str, dict[str, Any]] = {}
+    every: list[dict[str, Any]] = []
     for file in files:
         with fs.open(file, "rb") as handle:
-            table = pq.read_table(handle)
-        for row in table.to_pylist():
-            name = posixpath.basename(row["uri"].rstrip("/"))
-            if name in rows:
-                log.warning("two rows for %s; using the one in %s", name, file)
-            rows[name] = row
+            every.extend(pq.read_table(handle).to_pylist())
+    rows: dict[str, dict[str, Any]] = {}
+    for uri, row in sorted(live_rows(every).items()):
+        name = posixpath.basename(uri.rstrip("/"))
+        if name in rows:
+            log.warning("two images named %s; using %s", name, uri)
+        rows[name] = row
     return rows
 
 

@@ -14,6 +14,7 @@ memory stays bounded for millions of objects:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -28,9 +29,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from flows.listing import SourceSpec
-from flows.plan import LISTING_SCHEMA, PlanCounts, PlannedObject, RunPlan, write_plan
+from flows.plan import LISTING_SCHEMA, PlanCounts, PlannedObject, RunPlan, build_plan, write_plan
 from indexers.layout import OutputLayout
-from indexers.ledger import ledger_dataset
+from indexers.ledger import current_rows_sql, ledger_dataset, live_rows_sql
 from workers.loader import SourceObject
 from workers.records import RETRYABLE_ERROR_KINDS, SCHEMA_VERSION
 from workers.storage import filesystem, protocol_of
@@ -86,21 +87,25 @@ def _spool_listing(objects: Iterable[SourceObject], path: str, batch: int = 10_0
     return count
 
 
-# The ledger row each uri is planned against: deleted rows are seen too (a re-added
-# object must supersede its tombstone, or it would end with two rows), and a uri
-# matches at most one row even if the ledger holds several: the live one first,
-# then the most recently labeled.
-_DIFF_SQL = """
-with ledger_one as (
-    select uri, etag, size_bytes, epoch_us(mtime) / 1e6 as mtime_s, shard_id, status, error_kind,
+# Each listed uri is planned against its current row (indexers.ledger.LIVE_ROW_ORDER; a tombstone
+# is seen too: a re-added object is new), and `old_shards` names every label file holding a row of
+# it, so the new row's commit drops them all (a duplicate left by two concurrent runs included).
+_LEDGER_CTE = """
+ledger_one as (
+    select uri, etag, size_bytes, epoch_us(mtime) / 1e6 as mtime_s, status, error_kind,
            labeler_version, prompt_version, schema_version, deleted_at is not null as is_deleted
-    from ledger
-    where uri in (select uri from listing)
-    qualify row_number() over (
-        partition by uri order by deleted_at is null desc, labeled_at desc nulls last, shard_id desc) = 1
+    from ({current})
 ),
+holders as (
+    select uri, string_agg(distinct shard_id, ' ' order by shard_id) as old_shards
+    from ledger where uri in (select uri from listing) group by uri
+)
+"""
+
+_DIFF_SQL = """
+with {ledger_cte},
 joined as (
-    select l.uri, l.size_bytes, l.etag, l.mtime, l.seq, g.shard_id as old_shard,
+    select l.uri, l.size_bytes, l.etag, l.mtime, l.seq, h.old_shards,
         case
             when g.uri is null or g.is_deleted then 'new'
             when g.size_bytes is distinct from l.size_bytes
@@ -113,17 +118,46 @@ joined as (
                  or ($prompt_version is not null and g.prompt_version is distinct from $prompt_version)) then 'stale'
             else 'unchanged'
         end as reason
-    from listing l left join ledger_one g using (uri)
+    from listing l left join ledger_one g using (uri) left join holders h using (uri)
 )
-select uri, size_bytes, etag, mtime, reason, old_shard from joined order by seq
+select uri, size_bytes, etag, mtime, reason, old_shards from joined order by seq
+"""
+
+# A full plan labels everything listed; the ledger only says which older rows each commit replaces.
+_FULL_SQL = """
+with {ledger_cte}
+select l.uri, l.size_bytes, l.etag, l.mtime, 'listed' as reason, h.old_shards
+from listing l left join holders h using (uri) order by seq
 """
 
 _DELETED_SQL = """
-select g.uri, g.shard_id from ledger g
-where g.deleted_at is null and starts_with(g.uri, $prefix)
+select g.uri, g.shard_id from ({live}) g
+where starts_with(g.uri, $prefix)
   and not exists (select 1 from listing l where l.uri = g.uri)
 order by g.uri
 """
+
+
+def _ledger_cte() -> str:
+    scoped = "(select * from ledger where uri in (select uri from listing))"
+    return _LEDGER_CTE.format(current=current_rows_sql(scoped)).strip()
+
+
+@contextlib.contextmanager
+def _listing_and_ledger(objects: Iterable[SourceObject], ledger: ds.Dataset) -> Iterator[tuple[duckdb.DuckDBPyConnection, int]]:
+    """A DuckDB connection with `listing` (spooled to a local file as it streams) and `ledger`."""
+    with tempfile.TemporaryDirectory(prefix="humantag-plan-") as tmp:
+        listing_path = os.path.join(tmp, "listing.parquet")
+        listed = _spool_listing(objects, listing_path)
+        con = duckdb.connect()
+        try:
+            con.execute("set preserve_insertion_order = false")
+            con.execute("SET TimeZone = 'UTC'")
+            con.register("listing", ds.dataset(listing_path, format="parquet"))
+            con.register("ledger", ledger)
+            yield con, listed
+        finally:
+            con.close()
 
 
 def build_incremental_plan(
@@ -140,18 +174,13 @@ def build_incremental_plan(
 ) -> RunPlan:
     """Plan into (fs, layout); the ledger is read there too unless `ledger_at` names another DEST (dry runs)."""
     counts = PlanCounts()
-    with tempfile.TemporaryDirectory(prefix="humantag-plan-") as tmp:
-        listing_path = os.path.join(tmp, "listing.parquet")
-        counts.listed = _spool_listing(objects, listing_path)
-        con = duckdb.connect()
-        con.execute("set preserve_insertion_order = false")
-        con.register("listing", ds.dataset(listing_path, format="parquet"))
-        ledger = ledger_dataset(*(ledger_at or (fs, layout)))
-        if ledger is None:
-            from workers.records import ARROW_SCHEMA
+    ledger = ledger_dataset(*(ledger_at or (fs, layout)))
+    if ledger is None:
+        from workers.records import ARROW_SCHEMA
 
-            ledger = ds.dataset(ARROW_SCHEMA.empty_table())
-        con.register("ledger", ledger)
+        ledger = ds.dataset(ARROW_SCHEMA.empty_table())
+    with _listing_and_ledger(objects, ledger) as (con, listed):
+        counts.listed = listed
         params = {
             "relabel_stale": relabel_stale,
             "versions": list(current.labeler_versions),
@@ -161,7 +190,8 @@ def build_incremental_plan(
         retryable = ", ".join(f"'{kind}'" for kind in sorted(k.value for k in RETRYABLE_ERROR_KINDS))
         if track_deletions:  # before the plan file, which marks planning as finished
             counts.deleted = _write_deleted(con, spec, fs, layout, run_id)
-        reader = con.sql(_DIFF_SQL.format(retryable=retryable), params=params).to_arrow_reader(10_000)
+        sql = _DIFF_SQL.format(ledger_cte=_ledger_cte(), retryable=retryable)
+        reader = con.sql(sql, params=params).to_arrow_reader(10_000)
 
         def planned() -> Iterator[PlannedObject]:
             for batch in reader:
@@ -171,16 +201,40 @@ def build_incremental_plan(
                     if reason == "unchanged":
                         continue
                     obj = SourceObject(uri=row["uri"], size_bytes=row["size_bytes"], etag=row["etag"], mtime=row["mtime"])
-                    yield obj, reason, row["old_shard"]
+                    yield obj, reason, row["old_shards"] or None
 
         # `counts` is filled while the manifest streams; write_plan records it at the end.
         plan = write_plan(planned(), fs, layout, run_id, spec.url, shard_size, mode="incremental", counts=counts)
-        con.close()
     log.info(
         "incremental plan %s: %d listed, %d new, %d changed, %d retried, %d stale, %d unchanged, %d deleted",
         run_id, counts.listed, counts.new, counts.changed, counts.retry, counts.stale, counts.unchanged, counts.deleted,
     )
     return plan
+
+
+def build_full_plan(
+    objects: Iterable[SourceObject],
+    spec: SourceSpec,
+    fs: fsspec.AbstractFileSystem,
+    layout: OutputLayout,
+    run_id: str,
+    shard_size: int,
+    ledger_at: Optional[tuple[fsspec.AbstractFileSystem, OutputLayout]] = None,
+) -> RunPlan:
+    """Every listed object; where DEST already has rows of an object, its commit replaces them."""
+    ledger = ledger_dataset(*(ledger_at or (fs, layout)))
+    if ledger is None:  # a first run: nothing to replace, no join
+        return build_plan(objects, fs, layout, run_id, spec.url, shard_size)
+    with _listing_and_ledger(objects, ledger) as (con, _):
+        reader = con.sql(_FULL_SQL.format(ledger_cte=_ledger_cte())).to_arrow_reader(10_000)
+
+        def planned() -> Iterator[PlannedObject]:
+            for batch in reader:
+                for row in batch.to_pylist():
+                    obj = SourceObject(uri=row["uri"], size_bytes=row["size_bytes"], etag=row["etag"], mtime=row["mtime"])
+                    yield obj, "listed", row["old_shards"] or None
+
+        return write_plan(planned(), fs, layout, run_id, spec.url, shard_size, mode="full")
 
 
 def deleted_file(layout: OutputLayout, run_id: str) -> str:
@@ -191,7 +245,7 @@ def _write_deleted(con: duckdb.DuckDBPyConnection, spec: SourceSpec, fs: fsspec.
                    layout: OutputLayout, run_id: str) -> int:
     prefix = source_uri_prefix(spec.url)
     fs.makedirs(layout.run_dir(run_id), exist_ok=True)
-    reader = con.sql(_DELETED_SQL, params={"prefix": prefix}).to_arrow_reader(10_000)
+    reader = con.sql(_DELETED_SQL.format(live=live_rows_sql("ledger", "uri, shard_id")), params={"prefix": prefix}).to_arrow_reader(10_000)
     count = 0
     with fs.open(deleted_file(layout, run_id), "wb") as fh, pq.ParquetWriter(fh, DELETED_SCHEMA) as writer:
         for batch in reader:

@@ -93,6 +93,6 @@ def reindex(dest: str, opensearch: OpenSearchSettings, storage: StorageOptions, 
     if rebuild:
         report = rebuild_index(opensearch, fs, layout, name, on_documents=on_documents)
     else:
-        report = sync_index(opensearch, fs, layout, name, on_documents=on_documents)
+        report = sync_index(opensearch, fs, layout, name, on_documents=on_documents, verify=True)
     log.info("reindex %s: %s", dest, report.model_dump())
     return report

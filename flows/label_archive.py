@@ -24,9 +24,9 @@ from flows import progress
 from flows.config import RunConfig
 from flows.errors import UserError
 from flows.listing import iter_source
-from flows.incremental import CurrentVersions, build_incremental_plan, read_deleted
+from flows.incremental import CurrentVersions, build_full_plan, build_incremental_plan, read_deleted
 from flows.indexing import ShardIndexing
-from flows.plan import RunPlan, ShardSpec, build_plan, load_plan
+from flows.plan import RunPlan, ShardSpec, load_plan
 from flows.run_ids import resolve_run_id
 from flows.ray_runtime import ensure_ray
 from flows.shard_runner import ShardStats, load_markers, run_shard
@@ -139,7 +139,7 @@ def plan_run(config: RunConfig, run_id: str, labeler: Labeler | None = None, pla
         if plan.counts.listed == 0:
             raise UserError(f"no images found under {config.source.url}; refusing to mark every labeled object deleted")
     else:
-        plan = build_plan(objects, fs, layout, run_id, config.source.url, config.shard_size)
+        plan = build_full_plan(objects, config.source, fs, layout, run_id, config.shard_size, ledger_at=(dest_fs, OutputLayout(dest_root)))
         if plan.total_objects == 0:
             raise UserError(f"no images found under {config.source.url} (extensions: {', '.join(config.source.extensions)})")
     log.info("planned run %s: %d objects to label in %d shards", run_id, plan.total_objects, len(plan.shards))

@@ -37,8 +37,8 @@ LISTING_SCHEMA = pa.schema(
     ]
 )
 MANIFEST_SCHEMA = LISTING_SCHEMA.append(pa.field("shard_id", pa.string(), nullable=False)).append(
-    # Why the object is planned (new / changed / stale / listed) and, for changed or
-    # stale objects, the shard whose row the new one replaces.
+    # Why the object is planned (new / changed / stale / listed) and the label files (shard ids,
+    # space-separated) holding older rows of it, which the new row's commit replaces.
     pa.field("reason", pa.string())
 ).append(pa.field("supersedes", pa.string()))
 
@@ -108,7 +108,7 @@ def build_plan(
     return write_plan(planned, fs, layout, run_id, source, shard_size, mode="full")
 
 
-PlannedObject = tuple[SourceObject, str, Optional[str]]  # object, reason, superseded shard id
+PlannedObject = tuple[SourceObject, str, Optional[str]]  # object, reason, superseded shard ids (space-separated)
 
 
 def write_plan(

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.config import RunConfig
 from flows.plan import ShardSpec, read_shard_rows
 from indexers.layout import OutputLayout
-from indexers.ledger import rewrite_shard
+from indexers.ledger import RowKey, rewrite_shard, row_key
 from indexers.parquet_sink import write_shard
 from workers.actors import LabelerPool
 from workers.loader import DecodeOptions, SourceObject, load_batch
@@ -120,7 +120,7 @@ def run_shard(
         raise RuntimeError(f"shard {shard.shard_id}: {len(rows)} rows for {len(objects)} objects")
     parquet_path = layout.labels_file(shard.shard_id)
     write_shard(fs, parquet_path, rows)
-    supersede_old_rows(fs, layout, shard.shard_id, planned)
+    supersede_old_rows(fs, layout, shard.shard_id, planned, rows)
     errors: dict[str, int] = collections.Counter(r.error_kind for r in rows if r.status == "error")  # type: ignore[assignment]
     first = rows[0] if rows else None
     stats = ShardStats(
@@ -149,21 +149,24 @@ _rewrite_lock = threading.Lock()
 
 
 def supersede_old_rows(fs: fsspec.AbstractFileSystem, layout: OutputLayout, shard_id: str,
-                       planned: list[dict[str, Any]]) -> None:
-    """Remove the previous rows of changed/stale objects, so each object keeps exactly one row.
+                       planned: list[dict[str, Any]], rows: list[LabeledImage]) -> None:
+    """Drop the older rows of this shard's objects from the label files that hold them (the plan names them).
 
-    Runs after the new shard file is committed and before its marker: a crash in
-    between redoes the shard and this step, both idempotent.
+    Part of every commit, full or incremental: runs after the new shard file is written and
+    before its marker, so a crash in between redoes the shard and this step, both idempotent.
+    Only rows older than the new one go (indexers.ledger.LIVE_ROW_ORDER): a concurrent run's
+    newer row survives, and the older of two duplicates is never the one read.
     """
-    by_old: dict[str, list[str]] = collections.defaultdict(list)
+    new_keys = {row.uri: row_key({"labeled_at": row.labeled_at, "shard_id": shard_id}) for row in rows}
+    by_old: dict[str, dict[str, RowKey]] = collections.defaultdict(dict)
     for row in planned:
-        old = row.get("supersedes")
-        if old and old != shard_id:
-            by_old[old].append(row["uri"])
+        for old in (row.get("supersedes") or "").split():
+            if old != shard_id and row["uri"] in new_keys:
+                by_old[old][row["uri"]] = new_keys[row["uri"]]
     # Two shards may supersede rows of the same old file: serialise the read-modify-write.
     with _rewrite_lock:
-        for old, uris in sorted(by_old.items()):
-            rewrite_shard(fs, layout, old, drop_uris=uris)
+        for old, keys in sorted(by_old.items()):
+            rewrite_shard(fs, layout, old, supersede=keys)
 
 
 def load_markers(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str) -> dict[str, ShardStats]:

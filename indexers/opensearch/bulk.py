@@ -7,11 +7,18 @@ documents. 429s are retried per document with backoff by `streaming_bulk`; a
 5xx, a 429 that outlasts those retries, or a lost connection restarts the
 stream at the first shard not yet acknowledged, with exponential backoff
 (documents have stable ids, so sending one twice is harmless).
+
+Every operation carries the row's labeled_at (microseconds) as an external
+version (`external_gte`): an older row of an image, sent after a newer one
+(a duplicate left by two concurrent runs, shards indexed out of order), is
+refused with 409 and counted as superseded, so the index holds the same row
+as the ledger's live-row rule (indexers.ledger).
 """
 
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import logging
 import random
 import time
@@ -23,12 +30,14 @@ import fsspec
 import pyarrow.parquet as pq
 
 from indexers.documents import document_id, row_to_document
+from indexers.ledger import row_key
 from workers.records import ARROW_SCHEMA
 
 log = logging.getLogger(__name__)
 
 READ_BATCH_ROWS = 512
 MAX_BACKOFF_S = 30.0
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 class IndexingUnavailable(RuntimeError):
@@ -47,6 +56,7 @@ class ShardOutcome:
     source: ShardSource
     indexed: int = 0
     deleted: int = 0
+    superseded: int = 0  # refused because the index holds a newer row of the image
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -61,15 +71,23 @@ def shard_actions(fs: fsspec.AbstractFileSystem, source: ShardSource, index: str
         for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS):
             for row in batch.to_pylist():
                 doc_id = document_id(row["uri"])
+                version = row_version(row)
                 if row.get("deleted_at") is not None:
-                    yield {"_op_type": "delete", "_index": index, "_id": doc_id, "_uri": row["uri"]}
+                    yield {"_op_type": "delete", "_index": index, "_id": doc_id, "_version": version, "_uri": row["uri"]}
                 else:
-                    yield {"_op_type": "index", "_index": index, "_id": doc_id, "_source": row_to_document(row), "_uri": row["uri"]}
+                    yield {"_op_type": "index", "_index": index, "_id": doc_id, "_version": version,
+                           "_source": row_to_document(row), "_uri": row["uri"]}
+
+
+def row_version(row: dict[str, Any]) -> int:
+    """The document version of a row: its labeled_at in microseconds (newer rows win, as in the ledger)."""
+    labeled_at, _ = row_key(row)
+    return (labeled_at - _EPOCH) // dt.timedelta(microseconds=1)
 
 
 def _expand(action: dict[str, Any]) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
     op = action["_op_type"]
-    meta = {op: {"_index": action["_index"], "_id": action["_id"]}}
+    meta = {op: {"_index": action["_index"], "_id": action["_id"], "version": action["_version"], "version_type": "external_gte"}}
     return meta, (None if op == "delete" else action["_source"])
 
 
@@ -101,6 +119,8 @@ class _Tracker:
         status = item.get("status")
         if op == "delete" and (ok or status == 404):  # already gone: what we wanted
             outcome.deleted += 1
+        elif status == 409:  # the index holds a newer row of this image: this one is not live
+            outcome.superseded += 1
         elif ok:
             outcome.indexed += 1
         else:

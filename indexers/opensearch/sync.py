@@ -2,12 +2,17 @@
 
 Each label file indexed without a failure gets a marker under
 DEST/_index/<physical index>/<shard_id>.<version token>.json; the token is a
-digest of the file's version (S3 ETag, or size + mtime), so deciding what is
-pending takes two listings and no reads, however many shards there are.
-A file is (re)indexed when it has no marker for the target index or its
-version changed (a rerun, superseded rows, objects marked deleted). Failed
-documents go to DEST/_runs/<run_id>/index_errors/<shard_id>.jsonl and leave the
-shard unmarked, so the next sync tries it again.
+digest of the file's version (S3 ETag, or size + mtime) and of the index
+instance (its UUID), so deciding what is pending takes two listings and no
+reads, however many shards there are. A file is (re)indexed when it has no
+marker for the target index instance or its version changed (a rerun,
+superseded rows, objects marked deleted): an index deleted and recreated under
+the same name (a restore, a mistake, a restarted test server) has another UUID,
+so its old markers count as absent. `verify` also compares the documents
+OpenSearch holds per shard with the markers it trusts and reindexes the shards
+that disagree. Failed documents go to
+DEST/_runs/<run_id>/index_errors/<shard_id>.jsonl and leave the shard unmarked,
+so the next sync tries it again.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ class IndexReport(BaseModel):
     documents_indexed: int = 0
     documents_deleted: int = 0
     documents_failed: int = 0
+    documents_superseded: int = 0  # older rows of an image the index already holds a newer row of
+    shards_verified: int = 0  # marked shards whose document count OpenSearch confirmed (verify)
+    count_mismatches: list[str] = Field(default_factory=list)  # marked shards it disagreed with: reindexed
     error_reports: list[str] = Field(default_factory=list)
     error: Optional[str] = None  # why indexing stopped, if it did
 
@@ -56,7 +64,8 @@ class IndexMarker(BaseModel):
     shard_id: str
     version: str
     index: str
-    documents: int
+    index_uuid: str = ""  # the index instance the documents went to (see the module docstring)
+    documents: int  # documents of this shard OpenSearch holds (its rows, less deleted and superseded ones)
     deleted: int
     indexed_at: str
 
@@ -88,14 +97,21 @@ def label_sources(fs: fsspec.AbstractFileSystem, layout: OutputLayout) -> list[S
     return sorted(sources, key=lambda s: s.shard_id)
 
 
-def version_token(version: str) -> str:
-    """A file-name-safe digest of a label file's version."""
-    return hashlib.sha256(version.encode()).hexdigest()[:16]
+def index_instance(client: Any, index: str) -> str:
+    """The identity of the physical index `index` as it exists now: its UUID (else its creation date)."""
+    info = client.indices.get(index=index)
+    settings = next(iter(info.values()))["settings"]["index"]
+    return str(settings.get("uuid") or settings["creation_date"])
 
 
-def marker_file(layout: OutputLayout, index: str, source: ShardSource) -> str:
+def version_token(version: str, instance: str) -> str:
+    """A file-name-safe digest of a label file's version and the index instance it was indexed into."""
+    return hashlib.sha256(f"{version}\x00{instance}".encode()).hexdigest()[:16]
+
+
+def marker_file(layout: OutputLayout, index: str, source: ShardSource, instance: str) -> str:
     """`<shard_id>.<version token>.json`: the version is in the name, so checking markers is listing only."""
-    return posixpath.join(markers_dir(layout, index), f"{source.shard_id}.{version_token(source.version)}.json")
+    return posixpath.join(markers_dir(layout, index), f"{source.shard_id}.{version_token(source.version, instance)}.json")
 
 
 def load_markers(fs: fsspec.AbstractFileSystem, layout: OutputLayout, index: str) -> dict[str, dict[str, str]]:
@@ -121,34 +137,74 @@ def _label_source(fs: fsspec.AbstractFileSystem, layout: OutputLayout, shard_id:
     return ShardSource(shard_id=shard_id, path=path, version=_file_version(info))
 
 
-def pending_sources(fs: fsspec.AbstractFileSystem, layout: OutputLayout, index: str,
-                    only: Optional[set[str]] = None) -> list[ShardSource]:
-    """Label files not yet indexed into `index` in their current version.
+def pending_sources(fs: fsspec.AbstractFileSystem, layout: OutputLayout, index: str, instance: str,
+                    only: Optional[set[str]] = None) -> tuple[list[ShardSource], dict[str, str]]:
+    """Label files not yet indexed into this instance of `index` in their current version, and the
+    markers trusted (shard id → marker path).
 
     `only` (a run's just-committed shards): one info + one exists per shard. Otherwise two listings
-    (labels, markers); markers of versions that are no longer current are removed on the way.
+    (labels, markers); markers of other versions or instances, or of files gone, are removed on the way.
     """
     if only is not None:
         sources = [src for shard_id in sorted(only) if (src := _label_source(fs, layout, shard_id)) is not None]
-        return [src for src in sources if not fs.exists(marker_file(layout, index, src))]
+        return [src for src in sources if not fs.exists(marker_file(layout, index, src, instance))], {}
     markers = load_markers(fs, layout, index)
-    todo = []
-    for source in label_sources(fs, layout):
+    todo, trusted, stale = [], {}, []
+    sources = label_sources(fs, layout)
+    for source in sources:
         tokens = markers.get(source.shard_id, {})
-        current = version_token(source.version)
-        stale = [path for token, path in tokens.items() if token != current]
-        if stale:
-            fs.rm(stale)
-        if current not in tokens:
+        current = version_token(source.version, instance)
+        stale += [path for token, path in tokens.items() if token != current]
+        if current in tokens:
+            trusted[source.shard_id] = tokens[current]
+        else:
             todo.append(source)
-    return todo
+    present = {s.shard_id for s in sources}
+    stale += [path for shard_id, tokens in markers.items() if shard_id not in present for path in tokens.values()]
+    if stale:
+        fs.rm(stale)
+    return todo, trusted
 
 
-def _record(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str, index: str,
+def shard_counts(client: Any, index: str) -> dict[str, int]:
+    """Documents per shard id in `index` (a composite aggregation, paged)."""
+    counts: dict[str, int] = {}
+    after: Optional[dict[str, Any]] = None
+    while True:
+        composite: dict[str, Any] = {"size": 1000, "sources": [{"shard": {"terms": {"field": "shard_id"}}}]}
+        if after:
+            composite["after"] = after
+        answer = client.search(index=index, body={"size": 0, "aggs": {"shards": {"composite": composite}}})
+        agg = answer["aggregations"]["shards"]
+        for bucket in agg["buckets"]:
+            counts[bucket["key"]["shard"]] = int(bucket["doc_count"])
+        after = agg.get("after_key")
+        if not agg["buckets"] or not after:
+            return counts
+
+
+def verify_counts(client: Any, fs: fsspec.AbstractFileSystem, index: str, trusted: dict[str, str]) -> list[str]:
+    """Shards whose trusted marker disagrees with the documents OpenSearch holds for them."""
+    if not trusted:
+        return []
+    client.indices.refresh(index=index)
+    held = shard_counts(client, index)
+    contents = fs.cat(sorted(trusted.values()))  # concurrent GETs on object stores
+    by_path = {path: IndexMarker.model_validate_json(data) for path, data in contents.items()}
+    mismatched = []
+    for shard_id, path in sorted(trusted.items()):
+        marker = by_path.get(path) or by_path.get(fs._strip_protocol(path))
+        if marker is None or marker.documents != held.get(shard_id, 0):
+            mismatched.append(shard_id)
+    return mismatched
+
+
+def _record(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str, index: str, instance: str,
             outcome: ShardOutcome, report: IndexReport) -> None:
     source = outcome.source
     report.documents_indexed += outcome.indexed
     report.documents_deleted += outcome.deleted
+    report.documents_superseded += outcome.superseded
     if outcome.failures:
         report.shards_failed += 1
         report.documents_failed += len(outcome.failures)
@@ -158,19 +214,43 @@ def _record(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str, in
         report.error_reports.append(path)
         log.warning("shard %s: %d document(s) rejected by OpenSearch; see %s", source.shard_id, len(outcome.failures), path)
         return
-    marker = IndexMarker(shard_id=source.shard_id, version=source.version, index=index, documents=outcome.indexed,
-                         deleted=outcome.deleted, indexed_at=utcnow().isoformat())
-    write_bytes_atomic(fs, marker_file(layout, index, source), marker.model_dump_json().encode())
+    marker = IndexMarker(shard_id=source.shard_id, version=source.version, index=index, index_uuid=instance,
+                         documents=outcome.indexed, deleted=outcome.deleted, indexed_at=utcnow().isoformat())
+    write_bytes_atomic(fs, marker_file(layout, index, source, instance), marker.model_dump_json().encode())
     report.shards_indexed += 1
 
 
 def index_into(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str,
                index: str, only: Optional[set[str]] = None, client: Any = None,
-               on_documents: Optional[Callable[[int], None]] = None) -> IndexReport:
-    """Index every pending label file into the physical index `index`."""
+               on_documents: Optional[Callable[[int], None]] = None, instance: Optional[str] = None,
+               verify: bool = False) -> IndexReport:
+    """Index every pending label file into the physical index `index` (`instance`: its UUID, if known).
+
+    `verify` (full scans only): first compare the trusted markers with the documents per shard
+    OpenSearch holds, and reindex the shards that disagree.
+    """
     client = client or settings.client()
     report = IndexReport(index=index)
-    todo = pending_sources(fs, layout, index, only)
+    try:
+        instance = instance or index_instance(client, index)
+        todo, trusted = pending_sources(fs, layout, index, instance, only)
+        mismatched = verify_counts(client, fs, index, trusted) if verify and only is None else []
+    except Exception as exc:  # noqa: BLE001 - OpenSearch gone between two requests: reported, labels are safe
+        if not _is_opensearch_failure(exc) or isinstance(exc, OSError) and not is_retryable(exc):
+            raise
+        report.error = f"OpenSearch at {settings.safe_urls()} unavailable: {describe_error(exc)}"
+        report.shards_pending = len(only) if only is not None else len(label_sources(fs, layout))
+        log.warning("indexing into %s stopped: %s", index, report.error)
+        return report
+    if verify and only is None:
+        report.shards_verified = len(trusted) - len(mismatched)
+        report.count_mismatches = mismatched
+        if mismatched:
+            log.warning("%d indexed shard(s) hold another number of documents in %s than their markers say; "
+                        "reindexing them: %s", len(mismatched), index, ", ".join(mismatched[:10]))
+            fs.rm([trusted[shard_id] for shard_id in mismatched])
+            by_id = {s.shard_id: s for s in label_sources(fs, layout)}
+            todo = sorted(todo + [by_id[s] for s in mismatched if s in by_id], key=lambda s: s.shard_id)
     report.shards_pending = len(todo)
     if not todo:
         return report
@@ -178,7 +258,7 @@ def index_into(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layo
     try:
         for outcome in indexer.index_shards(todo):
             report.shards_pending -= 1
-            _record(fs, layout, run_id, index, outcome, report)
+            _record(fs, layout, run_id, index, instance, outcome, report)
     except IndexingUnavailable as exc:
         report.error = str(exc)
         log.warning("indexing into %s stopped: %s", index, exc)
@@ -200,7 +280,8 @@ def _is_opensearch_failure(exc: BaseException) -> bool:
 
 
 def sync_index(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str,
-               only: Optional[set[str]] = None, on_documents: Optional[Callable[[int], None]] = None) -> IndexReport:
+               only: Optional[set[str]] = None, on_documents: Optional[Callable[[int], None]] = None,
+               verify: bool = False) -> IndexReport:
     """Index pending label files into the index behind the write alias (created on first use).
 
     Never raises for an unreachable or failing OpenSearch: the labels are
@@ -217,7 +298,7 @@ def sync_index(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layo
         message = f"OpenSearch at {settings.safe_urls()} unavailable: {describe_error(exc)}"
         log.warning("%s; %d shard(s) left to index", message, pending)
         return IndexReport(index=names.write_alias, shards_pending=pending, error=message)
-    return index_into(settings, fs, layout, run_id, target, only, client=client, on_documents=on_documents)
+    return index_into(settings, fs, layout, run_id, target, only, client=client, on_documents=on_documents, verify=verify)
 
 
 def rebuild_index(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str,
@@ -259,6 +340,9 @@ def _merge(a: IndexReport, b: IndexReport) -> IndexReport:
         documents_indexed=a.documents_indexed + b.documents_indexed,
         documents_deleted=a.documents_deleted + b.documents_deleted,
         documents_failed=a.documents_failed + b.documents_failed,
+        documents_superseded=a.documents_superseded + b.documents_superseded,
+        shards_verified=a.shards_verified + b.shards_verified,
+        count_mismatches=a.count_mismatches + b.count_mismatches,
         error_reports=a.error_reports + b.error_reports,
         error=b.error or a.error,
     )

@@ -161,13 +161,10 @@ _DERIVED = "ht_bucket(uri) AS bucket, ht_prefix(uri) AS prefix"
 
 
 def _base(include_deleted: bool) -> str:
-    """The rows searched: live ones; with deleted ones, one row per uri (a live row wins, then the newest)."""
-    if include_deleted:
-        return (
-            f"SELECT *, {_DERIVED} FROM labels QUALIFY row_number() OVER "
-            "(PARTITION BY uri ORDER BY deleted_at IS NULL DESC, labeled_at DESC) = 1"
-        )
-    return f"SELECT *, {_DERIVED} FROM labels WHERE deleted_at IS NULL"
+    """The rows searched, one per uri (indexers.ledger's live-row rule): live ones, or current ones with deleted."""
+    from indexers.ledger import current_rows_sql, live_rows_sql
+
+    return (current_rows_sql if include_deleted else live_rows_sql)("labels", f"*, {_DERIVED}")
 
 
 def _facet_values(spec: FieldSpec) -> str:
