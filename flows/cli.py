@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "flows.commands.index",
     "flows.commands.serve",
     "flows.commands.search",
+    "flows.commands.doctor",
 ]
 
 app = typer.Typer(

@@ -121,28 +121,35 @@ def run_shard(
     parquet_path = layout.labels_file(shard.shard_id)
     write_shard(fs, parquet_path, rows)
     supersede_old_rows(fs, layout, shard.shard_id, planned, rows)
+    stats = shard_stats(shard.shard_id, rows, parquet_path, labeler=config.labeler, bytes=shard.bytes,
+                        wall_s=time.perf_counter() - started, started_at=started_at, finished_at=utcnow().isoformat())
+    # The marker is written last: its presence means the Parquet file is complete.
+    write_bytes_atomic(fs, layout.marker_file(run_id, shard.shard_id), stats.model_dump_json().encode())
+    return stats
+
+
+def shard_stats(shard_id: str, rows: list[LabeledImage], parquet: str, labeler: str, bytes: int, wall_s: float,
+                started_at: str, finished_at: str) -> ShardStats:
+    """The marker of a shard whose rows are `rows`."""
     errors: dict[str, int] = collections.Counter(r.error_kind for r in rows if r.status == "error")  # type: ignore[assignment]
     first = rows[0] if rows else None
-    stats = ShardStats(
-        shard_id=shard.shard_id,
+    return ShardStats(
+        shard_id=shard_id,
         images=len(rows),
         ok=sum(r.status == "ok" for r in rows),
         errors=dict(errors),
         gated=sum(bool(r.gated) for r in rows),
-        bytes=shard.bytes,
-        wall_s=time.perf_counter() - started,
+        bytes=bytes,
+        wall_s=wall_s,
         read_ms=sum(r.read_ms or 0 for r in rows),
         decode_ms=sum(r.decode_ms or 0 for r in rows),
         label_ms=sum(r.label_ms or 0 for r in rows),
-        parquet=parquet_path,
-        labeler=first.labeler if first else config.labeler,
+        parquet=parquet,
+        labeler=first.labeler if first else labeler,
         labeler_version=first.labeler_version if first else "",
         started_at=started_at,
-        finished_at=utcnow().isoformat(),
+        finished_at=finished_at,
     )
-    # The marker is written last: its presence means the Parquet file is complete.
-    write_bytes_atomic(fs, layout.marker_file(run_id, shard.shard_id), stats.model_dump_json().encode())
-    return stats
 
 
 _rewrite_lock = threading.Lock()

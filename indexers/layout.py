@@ -5,6 +5,10 @@
     DEST/_runs/<run_id>/manifest.parquet         every listed object with its shard id
     DEST/_runs/<run_id>/shards/<shard_id>.json   completion marker + stats, written last
     DEST/_runs/<run_id>/summary.json             merged stats of the run
+    DEST/_index/<physical index>/<shard_id>.<token>.json   index markers (indexers.opensearch.sync)
+
+Temporary files (a local atomic write's `.<name>.<hex>.tmp`, a manifest's
+`.partial`) live next to their target until the write commits.
 """
 
 from __future__ import annotations
@@ -45,3 +49,18 @@ class OutputLayout:
 
     def summary_file(self, run_id: str) -> str:
         return posixpath.join(self.run_dir(run_id), "summary.json")
+
+    @property
+    def index_dir(self) -> str:
+        return posixpath.join(self.root, "_index")
+
+    def index_markers_dir(self, index: str) -> str:
+        return posixpath.join(self.index_dir, index)
+
+
+TEMP_SUFFIXES = (".tmp", ".partial")
+
+
+def is_temp_file(path: str) -> bool:
+    """A write in progress, or left behind by a writer that died."""
+    return path.endswith(TEMP_SUFFIXES)

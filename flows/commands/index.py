@@ -56,7 +56,10 @@ def index_command(
 
     Resumable: each label file is marked once OpenSearch acknowledged all its
     documents (OUT/_index/<index>/), so an interrupted run continues where it
-    stopped. Documents OpenSearch rejects are listed in OUT/_runs/<run>/index_errors/.
+    stopped. Markers belong to one index instance (its UUID): an index deleted and
+    recreated is filled again. The documents per shard are checked against the
+    markers; shards that disagree are reindexed. Documents OpenSearch rejects are
+    listed in OUT/_runs/<run>/index_errors/.
     """
     from rich.console import Console
     from rich.table import Table
@@ -89,7 +92,12 @@ def index_command(
         table.add_row("documents indexed", f"{report.documents_indexed:,}")
         table.add_row("documents deleted", f"{report.documents_deleted:,}")
         table.add_row("documents rejected", f"{report.documents_failed:,}")
+        table.add_row("documents superseded", f"{report.documents_superseded:,}")
         table.add_row("shards indexed / failed / pending", f"{report.shards_indexed} / {report.shards_failed} / {report.shards_pending}")
+        if not rebuild:
+            table.add_row("shards verified (documents = marker)", f"{report.shards_verified}")
+            table.add_row("shards whose documents disagreed", f"{len(report.count_mismatches)} (reindexed)"
+                          if report.count_mismatches else "0")
         for path in report.error_reports[:5]:
             table.add_row("error report", path)
         Console().print(table)

@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -64,14 +64,21 @@ class ShardOutcome:
         return not self.failures
 
 
-def shard_actions(fs: fsspec.AbstractFileSystem, source: ShardSource, index: str) -> Iterator[dict[str, Any]]:
-    """Bulk actions for one label file: live rows are indexed, rows of deleted objects deleted."""
+def shard_actions(fs: fsspec.AbstractFileSystem, source: ShardSource, index: str,
+                  overwrite: Optional[Collection[str]] = None) -> Iterator[dict[str, Any]]:
+    """Bulk actions for one label file: live rows are indexed, rows of deleted objects deleted.
+
+    `overwrite` (uris to leave out): send the other rows without versions, replacing whatever the
+    index holds, even a document someone deleted by hand (its delete raised the stored version).
+    """
     with fs.open(source.path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
         for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS):
             for row in batch.to_pylist():
+                if overwrite is not None and row["uri"] in overwrite:
+                    continue
                 doc_id = document_id(row["uri"])
-                version = row_version(row)
+                version = None if overwrite is not None else row_version(row)
                 if row.get("deleted_at") is not None:
                     yield {"_op_type": "delete", "_index": index, "_id": doc_id, "_version": version, "_uri": row["uri"]}
                 else:
@@ -87,7 +94,9 @@ def row_version(row: dict[str, Any]) -> int:
 
 def _expand(action: dict[str, Any]) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
     op = action["_op_type"]
-    meta = {op: {"_index": action["_index"], "_id": action["_id"], "version": action["_version"], "version_type": "external_gte"}}
+    meta = {op: {"_index": action["_index"], "_id": action["_id"]}}
+    if action["_version"] is not None:
+        meta[op].update(version=action["_version"], version_type="external_gte")
     return meta, (None if op == "delete" else action["_source"])
 
 
@@ -169,7 +178,8 @@ def describe_error(exc: BaseException) -> str:
 
 class BulkIndexer:
     def __init__(self, client: Any, fs: fsspec.AbstractFileSystem, index: str, bulk_bytes: int, max_retries: int,
-                 initial_backoff_s: float = 1.0, on_documents: Optional[Callable[[int], None]] = None) -> None:
+                 initial_backoff_s: float = 1.0, on_documents: Optional[Callable[[int], None]] = None,
+                 overwrite: Optional[Mapping[str, Collection[str]]] = None) -> None:
         self.client = client
         self.fs = fs
         self.index = index
@@ -177,6 +187,7 @@ class BulkIndexer:
         self.max_retries = max_retries
         self.initial_backoff_s = initial_backoff_s
         self.on_documents = on_documents
+        self.overwrite = overwrite or {}  # shard id → uris to leave out; the rest is sent unversioned
 
     def index_shards(self, shards: Iterable[ShardSource]) -> Iterator[ShardOutcome]:
         """Yield each shard's outcome once OpenSearch answered for all its documents."""
@@ -206,7 +217,7 @@ class BulkIndexer:
 
         def actions() -> Iterator[dict[str, Any]]:
             for source in shards:
-                for action in shard_actions(self.fs, source, self.index):
+                for action in shard_actions(self.fs, source, self.index, self.overwrite.get(source.shard_id)):
                     tracker.expect(source, action["_id"], action["_uri"])
                     yield action
                 tracker.all_emitted(source)

@@ -28,6 +28,7 @@ import fsspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from indexers.layout import OutputLayout
+from indexers.ledger import superseded_rows
 from indexers.opensearch.aliases import IndexNames, drop_old_indices, ensure_index, next_index, swap_aliases
 from indexers.opensearch.bulk import BulkIndexer, IndexingUnavailable, ShardOutcome, ShardSource, describe_error, is_retryable
 from indexers.opensearch.settings import OpenSearchSettings
@@ -71,7 +72,7 @@ class IndexMarker(BaseModel):
 
 
 def markers_dir(layout: OutputLayout, index: str) -> str:
-    return posixpath.join(layout.root, "_index", index)
+    return layout.index_markers_dir(index)
 
 
 def error_report_file(layout: OutputLayout, run_id: str, shard_id: str) -> str:
@@ -254,7 +255,12 @@ def index_into(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layo
     report.shards_pending = len(todo)
     if not todo:
         return report
-    indexer = BulkIndexer(client, fs, index, settings.bulk_bytes, settings.max_retries, on_documents=on_documents)
+    # Shards that disagreed are sent unversioned (a document deleted by hand holds a higher version
+    # than its row), all but their rows that are not current (indexers.ledger), which must not win.
+    not_current = superseded_rows(fs, layout) if report.count_mismatches else {}
+    overwrite = {shard_id: set(not_current.get(shard_id, {})) for shard_id in report.count_mismatches}
+    indexer = BulkIndexer(client, fs, index, settings.bulk_bytes, settings.max_retries, on_documents=on_documents,
+                          overwrite=overwrite)
     try:
         for outcome in indexer.index_shards(todo):
             report.shards_pending -= 1
