@@ -93,7 +93,7 @@ def _json(result: Any) -> dict:
 def place(request, tmp_path) -> Place:
     if request.param == "local":
         return _local(tmp_path)
-    s3 = request.getfixturevalue("s3_server")
+    s3 = request.getfixturevalue("s3_env")  # the CLI (doctor) reads the standard AWS variables
     bucket = s3.new_bucket("live")
     client = s3.client()
     storage = StorageOptions(endpoint_url=s3.endpoint, key=s3.access_key, secret=s3.secret_key, region="us-east-1")
@@ -159,6 +159,22 @@ def test_full_runs_with_other_shard_sizes_and_run_ids_keep_one_live_row(place, r
     assert summary.total_images == 12
     third = _assert_one_live_row(place, 12, search_index)
     assert {r["shard_id"] for r in third.values()}.isdisjoint({r["shard_id"] for r in second.values()})
+
+    # An older version's leftover, on this storage: a second copy of a shard's rows, older, unmarked.
+    fs, layout = place.fs_layout()
+    with fs.open(layout.labels_file(min(r["shard_id"] for r in third.values())), "rb") as fh:  # a file with rows
+        table = pq.read_table(fh)
+    older = table.to_pylist()
+    for row in older:
+        row.update(shard_id="s000000-0123456789ab", labeled_at=row["labeled_at"] - dt.timedelta(hours=1))
+    with fs.open(layout.labels_file("s000000-0123456789ab"), "wb") as fh:
+        pq.write_table(pa.Table.from_pylist(older, schema=table.schema), fh)
+    _assert_one_live_row(place, 12, physical_once=False)
+    found = _json(humantag("doctor", place.out, "--json"))
+    assert {f["kind"] for f in found["findings"]} == {"duplicate rows", "shard without marker"}
+    assert humantag("doctor", place.out, "--fix").exit_code == 0
+    assert _json(humantag("doctor", place.out, "--json"))["findings"] == []
+    _assert_one_live_row(place, 12)
 
 
 def test_full_incremental_full_keeps_one_live_row(tmp_path, ray_local, search_index):
