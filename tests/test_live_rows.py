@@ -46,6 +46,7 @@ class Place:
     out: str
     storage: StorageOptions
     put: Callable[[str, bytes], None]
+    remove: Callable[[str], None]
 
     def add(self, *seeds: int) -> None:
         for seed in seeds:
@@ -72,7 +73,8 @@ class Place:
 def _local(tmp_path) -> Place:
     src = tmp_path / "src"
     src.mkdir()
-    return Place(str(src), str(tmp_path / "out"), StorageOptions(), lambda name, data: (src / name).write_bytes(data))
+    return Place(str(src), str(tmp_path / "out"), StorageOptions(), lambda name, data: (src / name).write_bytes(data),
+                 lambda name: (src / name).unlink())
 
 
 def humantag(*args: str) -> Any:
@@ -98,7 +100,8 @@ def place(request, tmp_path) -> Place:
     client = s3.client()
     storage = StorageOptions(endpoint_url=s3.endpoint, key=s3.access_key, secret=s3.secret_key, region="us-east-1")
     return Place(f"s3://{bucket}/photos", f"s3://{bucket}/out", storage,
-                 lambda name, data: client.put_object(Bucket=bucket, Key=f"photos/{name}", Body=data))
+                 lambda name, data: client.put_object(Bucket=bucket, Key=f"photos/{name}", Body=data),
+                 lambda name: client.delete_object(Bucket=bucket, Key=f"photos/{name}"))
 
 
 def _physical_rows(place: Place) -> list[dict]:
@@ -177,14 +180,12 @@ def test_full_runs_with_other_shard_sizes_and_run_ids_keep_one_live_row(place, r
     _assert_one_live_row(place, 12)
 
 
-def test_full_incremental_full_keeps_one_live_row(tmp_path, ray_local, search_index):
-    place = _local(tmp_path)
-    src = tmp_path / "src"
+def test_full_incremental_full_keeps_one_live_row(place, ray_local, search_index):
     settings = search_index.settings
     place.add(*range(8))
     place.run(shard_size=3, opensearch=settings)
-    (src / "002.png").write_bytes(_png(102))  # changed
-    (src / "005.png").unlink()  # deleted
+    place.put("002.png", _png(102))  # changed
+    place.remove("005.png")  # deleted
     place.add(8)
     summary = place.run(shard_size=3, incremental=True, opensearch=settings)
     assert summary.plan["changed"] == 1 and summary.plan["deleted"] == 1 and summary.plan["new"] == 1
@@ -197,10 +198,9 @@ def test_full_incremental_full_keeps_one_live_row(tmp_path, ray_local, search_in
     assert [r["uri"].rsplit("/", 1)[1] for r in tombstones] == ["005.png"]
 
 
-def test_two_concurrent_runs_leave_one_live_row_and_one_document(tmp_path, ray_local, search_index):
+def test_two_concurrent_runs_leave_one_live_row_and_one_document(place, ray_local, search_index):
     from flows.label_archive import plan_run
 
-    place = _local(tmp_path)
     place.add(*range(12))
     settings = search_index.settings
     configs = [place.config(4, "a", opensearch=settings), place.config(5, "b", opensearch=settings)]
