@@ -21,10 +21,13 @@ def doctor_command(
     endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 endpoint, when OUT is on an S3-compatible server."),
     json_report: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Check OUT for what crashes, concurrent runs or older versions left behind; exit 1 if anything is left.
+    """Check OUT for what crashes, concurrent runs or older versions left.
 
-    Duplicate rows are never read (each image's newest row is), but an index filled by an older
-    version may hold them; after --fix, `humantag index OUT` reindexes the files involved.
+    Reports duplicate rows, temporary files, shards without markers and
+    markers without files; exits 1 if any is left. Duplicate rows are never
+    read (each image's newest row is), but an index filled by an older
+    version may hold them: after --fix, `humantag index OUT` reindexes the
+    files involved.
     """
     from rich.console import Console
     from rich.table import Table
