@@ -7,7 +7,7 @@ import io
 import fsspec
 import pyarrow.parquet as pq
 
-from workers.records import ARROW_SCHEMA, LabeledImage, records_to_table
+from workers.records import LabeledImage, records_to_table
 from workers.storage import write_bytes_atomic
 
 
