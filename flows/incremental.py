@@ -137,6 +137,7 @@ def build_incremental_plan(
     relabel_stale: bool,
     track_deletions: bool,
     ledger_at: Optional[tuple[fsspec.AbstractFileSystem, OutputLayout]] = None,
+    listing: Optional[ListingReport] = None,
 ) -> RunPlan:
     """Plan into (fs, layout); the ledger is read there too unless `ledger_at` names another DEST (dry runs)."""
     counts = PlanCounts()
@@ -174,7 +175,8 @@ def build_incremental_plan(
                     yield obj, reason, row["old_shard"]
 
         # `counts` is filled while the manifest streams; write_plan records it at the end.
-        plan = write_plan(planned(), fs, layout, run_id, spec.url, shard_size, mode="incremental", counts=counts)
+        plan = write_plan(planned(), fs, layout, run_id, spec.url, shard_size, mode="incremental", counts=counts,
+                          listing=listing)
         con.close()
     log.info(
         "incremental plan %s: %d listed, %d new, %d changed, %d retried, %d stale, %d unchanged, %d deleted",

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from flows import progress
 from flows.config import RunConfig
 from flows.errors import UserError
-from flows.listing import iter_source
+from flows.listing import ListingReport, iter_source
 from flows.incremental import CurrentVersions, build_incremental_plan, read_deleted
 from flows.indexing import ShardIndexing
 from flows.plan import RunPlan, ShardSpec, build_plan, load_plan
@@ -128,18 +128,19 @@ def plan_run(config: RunConfig, run_id: str, labeler: Labeler | None = None, pla
     if existing is not None:
         log.info("resuming run %s: plan of %d objects in %d shards", run_id, existing.total_objects, len(existing.shards))
         return existing
-    objects = iter_source(config.source, config.storage, workers=config.listing_workers)
+    listing = ListingReport()
+    objects = iter_source(config.source, config.storage, workers=config.listing_workers, report=listing)
     if config.plans_against_ledger:
         labeler = labeler or create_labeler(config.labeler, config.labeler_options)
         plan = build_incremental_plan(
             objects, config.source, fs, layout, run_id, config.shard_size, current_versions(labeler),
             relabel_stale=config.relabel_stale, track_deletions=config.track_deletions and not config.backfill,
-            ledger_at=(dest_fs, OutputLayout(dest_root)),
+            ledger_at=(dest_fs, OutputLayout(dest_root)), listing=listing,
         )
         if plan.counts.listed == 0:
             raise UserError(f"no images found under {config.source.url}; refusing to mark every labeled object deleted")
     else:
-        plan = build_plan(objects, fs, layout, run_id, config.source.url, config.shard_size)
+        plan = build_plan(objects, fs, layout, run_id, config.source.url, config.shard_size, listing=listing)
         if plan.total_objects == 0:
             raise UserError(f"no images found under {config.source.url} (extensions: {', '.join(config.source.extensions)})")
     log.info("planned run %s: %d objects to label in %d shards", run_id, plan.total_objects, len(plan.shards))
