@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import traceback
 
 import typer
 
-from flows.errors import UserError
+from flows.errors import UserError, format_failure
 from flows.runtime import apply_default_environment
 
 # Each module defines `register(app: typer.Typer) -> None`.
@@ -67,6 +68,12 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("humantag: interrupted; rerun the same command to resume", err=True)
         raise SystemExit(130) from None
+    except Exception as exc:  # noqa: BLE001 - a failed run: one line per cause, the traceback only with -v
+        for line in format_failure(exc):
+            typer.echo(f"humantag: error: {line}", err=True)
+        if logging.getLogger().isEnabledFor(logging.INFO):
+            traceback.print_exception(exc)
+        raise SystemExit(1) from None
     raise SystemExit(exit_code if isinstance(exit_code, int) else 0)
 
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from flows import progress
 from flows.config import RunConfig
-from flows.errors import UserError
+from flows.errors import ShardsFailed, UserError
 from flows.listing import ListingReport, iter_source
 from flows.incremental import CurrentVersions, build_incremental_plan, read_deleted
 from flows.indexing import ShardIndexing
@@ -235,11 +235,8 @@ def label_archive(config: RunConfig) -> RunSummary:
         finally:
             pool.shutdown()
         if failed:
-            shard_id, exc = failed[0]
-            raise RuntimeError(
-                f"{len(failed)} shard(s) failed after retries (first: {shard_id}: {exc!r}); "
-                "rerun the same command to resume"
-            ) from (exc if isinstance(exc, BaseException) else None)
+            causes = [(shard_id, exc if isinstance(exc, BaseException) else None) for shard_id, exc in failed]
+            raise ShardsFailed(causes) from causes[0][1]
     progress.listener().finish()
     if plan.counts.deleted:
         log.info("marked %d row(s) deleted", apply_deletions(config, run_id))
