@@ -9,7 +9,7 @@ import traceback
 
 import typer
 
-from flows.errors import UserError, format_failure
+from flows.errors import HideRunFailureLogs, UserError, format_failure
 from flows.runtime import apply_default_environment
 
 # Each module defines `register(app: typer.Typer) -> None`.
@@ -38,6 +38,9 @@ def _main(
 ) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(HideRunFailureLogs())
     # opensearch-py logs every failed request with a traceback; ours say what happened in one line.
     logging.getLogger("opensearch").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 

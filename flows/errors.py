@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import logging
 from typing import Optional
 
 
@@ -54,8 +55,7 @@ def format_failure(exc: BaseException) -> list[str]:
     """The lines a failed run ends with: one per distinct cause, with how many shards it hit."""
     if isinstance(exc, ShardsFailed):
         causes = collections.Counter(describe_cause(cause) for _, cause in exc.failures)
-        lines = [f"{cause} ({count} shard(s))" if len(exc.failures) > 1 else cause for cause, count in causes.most_common()]
-        return lines + [f"{len(exc.failures)} shard(s) failed; the others are committed; rerun the same command to resume"]
+        return [f"{cause} ({count} shard(s) failed; rerun the same command to resume)" for cause, count in causes.most_common()]
     for item in root_causes(exc):
         if isinstance(item, ShardsFailed):
             return format_failure(item)
@@ -65,3 +65,11 @@ def format_failure(exc: BaseException) -> list[str]:
 def _one_line(text: str, limit: int = 300) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+class HideRunFailureLogs(logging.Filter):
+    """Without -v, Prefect's own report of a failed task or flow (with its traceback) is not shown:
+    the run ends with `format_failure`'s lines instead, said once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name.startswith(("prefect.task_runs", "prefect.flow_runs")))

@@ -91,7 +91,8 @@ def is_infrastructure_error(exc: BaseException | None) -> bool:
 def _retry_condition(_task: Any, _task_run: Any, state: Any) -> bool:
     exc = state.data if isinstance(state.data, BaseException) else None
     retry = is_infrastructure_error(exc)
-    log.warning("shard task failed (%r): %s", exc, "retrying" if retry else "not retrying")
+    # Not retried: the run's final error says it, once.
+    log.log(logging.WARNING if retry else logging.INFO, "shard task failed (%r): %s", exc, "retrying" if retry else "not retrying")
     return retry
 
 
