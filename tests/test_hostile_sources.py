@@ -217,6 +217,7 @@ def test_s3_outage_of_20s_mid_run_is_ridden_out_and_odd_keys_are_keys(tmp_path: 
     assert summary.shards_done_now == summary.shards_total  # no rerun needed
     rows = _rows(dest)
     assert sorted(rows) == sorted(names)  # '?versionId=' and '#' read as part of the key
+    assert max(r["read_ms"] for r in rows.values()) > 10_000  # a read was retried through the outage, inside its shard
 
 
 @pytest.mark.slow

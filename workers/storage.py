@@ -29,7 +29,7 @@ from workers.records import ErrorKind
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-MAX_BACKOFF_S = 15.0
+MAX_BACKOFF_S = 5.0  # small: once the storage is back, a shard waits at most this long
 
 
 class StorageUnavailable(RuntimeError):
