@@ -244,3 +244,35 @@ def test_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path: Path) -> 
     assert repeats == [], result.stderr
     assert "Traceback" not in result.stderr
     assert leftovers == []
+
+
+def test_processes_started_for_ray_end_when_the_driver_is_killed(tmp_path: Path) -> None:
+    """What ensure_ray wraps around a local ray.init(): a `kill -9` of the driver ends them in seconds."""
+    import signal
+    import sys
+
+    driver = (
+        "import ray, subprocess, sys, time\n"  # ray first: the watchdog uses its bundled psutil
+        "from flows.ray_reaper import tied_to_this_process\n"
+        "with tied_to_this_process(grace_s=0.1):\n"
+        "    child = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    from tests.fixtures.cli import REPO, cli_env
+
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO)
+    child_pid = int(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for _ in range(150):
+        try:
+            with open(f"/proc/{child_pid}/stat") as fh:
+                if fh.read().split(") ", 1)[1].startswith("Z"):
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child_pid, signal.SIGKILL)
+        pytest.fail("the process started under the watchdog outlived its killed driver by 15 s")
