@@ -82,7 +82,8 @@ class ShardIndexing:
             self.per_shard.shards_indexed += report.shards_indexed
             self.per_shard.documents_indexed += report.documents_indexed
             if report.error:
-                self._trip(report.error)
+                self._trip(report.error if report.error.startswith("OpenSearch at")
+                           else f"OpenSearch at {self.settings.safe_urls()} unavailable: {report.error}")
 
     def finish(self) -> IndexReport:
         """Index everything still pending (superseded/deleted rows rewrote older shards; earlier failures)."""

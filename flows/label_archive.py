@@ -37,7 +37,7 @@ from indexers.ledger import rewrite_shard
 from workers.labelers import Labeler, create_labeler
 from workers.loader import DecodeOptions
 from workers.records import SCHEMA_VERSION, utcnow
-from workers.storage import StorageUnavailable, filesystem, write_bytes_atomic
+from workers.storage import StorageUnavailable, classify_storage_error, filesystem, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def is_infrastructure_error(exc: BaseException | None) -> bool:
     )
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, infra):
+        if isinstance(exc, infra) or isinstance(classify_storage_error(exc), StorageUnavailable):
             return True
         if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(exc.cause, infra):
             return True

@@ -276,3 +276,47 @@ def test_processes_started_for_ray_end_when_the_driver_is_killed(tmp_path: Path)
     else:
         os.kill(child_pid, signal.SIGKILL)
         pytest.fail("the process started under the watchdog outlived its killed driver by 15 s")
+
+
+def test_an_index_holding_the_alias_name_is_reported_as_a_clash(tmp_path: Path, search_index) -> None:
+    from indexers.opensearch.sync import sync_index
+
+    search_index.client().indices.create(index=search_index.name)  # a concrete index where the read alias goes
+    try:
+        fs, root = filesystem(str(tmp_path / "out"))
+        layout = OutputLayout(root)
+        write_shard(fs, layout.labels_file("s0"), [LabeledImage(uri="file:///x.png", status="ok", labeler="t",
+                                                                labeler_version="t", run_id="r", shard_id="s0",
+                                                                labeled_at=utcnow())])
+        report = sync_index(search_index.settings, fs, layout, "r")
+    finally:
+        search_index.client().indices.delete(index=search_index.name, ignore_unavailable=True)
+    assert report.error and "exists where humantag needs an alias" in report.error, report.error
+    assert "unavailable" not in report.error and report.shards_pending == 1
+
+
+def test_opensearch_lost_mid_run_opens_the_breaker_and_the_end_sync_reports_pending(tmp_path: Path) -> None:
+    from osmem_server import OsmemServer
+
+    from flows.indexing import ShardIndexing
+    from indexers.opensearch.settings import OpenSearchSettings
+
+    fs, root = filesystem(str(tmp_path / "out"))
+    layout = OutputLayout(root)
+    for i in range(3):
+        write_shard(fs, layout.labels_file(f"s{i}"), [LabeledImage(
+            uri=f"file:///img-{i}.png", status="ok", labeler="t", labeler_version="t", run_id="r", shard_id=f"s{i}",
+            labeled_at=utcnow())])
+    server = OsmemServer.start(japanese=False, addr="127.0.0.1:0")
+    indexing = ShardIndexing(OpenSearchSettings(urls=server.url, index="breaker"), fs, layout, "r")
+    try:
+        indexing.index_shard("s0")
+        assert indexing.tripped is None and indexing.per_shard.documents_indexed == 1
+    finally:
+        server.close()
+    indexing.index_shard("s1")  # one attempt, no backoff: the breaker opens
+    assert indexing.tripped and "unavailable" in indexing.tripped
+    indexing.index_shard("s2")  # skipped at once
+    final = indexing.finish()
+    # Without OpenSearch the sync cannot tell which physical index the markers are for: all count as pending.
+    assert final.shards_indexed == 1 and final.shards_pending >= 2 and "unavailable" in (final.error or "")
