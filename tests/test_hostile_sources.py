@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
-import stat
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +32,9 @@ from indexers.layout import OutputLayout
 from indexers.parquet_sink import write_shard
 from workers.labelers import LabelerOptions
 from workers.records import ErrorKind, LabeledImage, utcnow
-from workers.storage import DestinationFull, StorageOptions, StorageUnavailable, UnreadableObject, _with_timeout, filesystem
-from tests.fixtures.cli import run_cli
+from workers.reads import UnreadableObject, with_timeout
+from workers.storage import DestinationFull, StorageOptions, StorageUnavailable, filesystem
+from tests.fixtures.cli import REPO, cli_env, run_cli
 from tests.fixtures.s3 import S3Server, free_port
 
 
@@ -106,7 +108,7 @@ def test_odd_entries_become_rows_or_counted_skips(tmp_path: Path, ray_local: Non
 
 def test_reads_time_out_and_failures_are_one_line_per_cause() -> None:
     with pytest.raises(UnreadableObject) as timed_out:
-        _with_timeout(lambda: time.sleep(3), 0.2, "file:///hung/mount.jpg")
+        with_timeout(lambda: time.sleep(3), 0.2, "file:///hung/mount.jpg")
     assert timed_out.value.kind == ErrorKind.READ_TIMEOUT and ErrorKind.READ_TIMEOUT.retryable
 
     full = DestinationFull(28, "no space left on the destination /mnt/out/labels")
@@ -248,9 +250,6 @@ def test_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path: Path) -> 
 
 def test_processes_started_for_ray_end_when_the_driver_is_killed(tmp_path: Path) -> None:
     """What ensure_ray wraps around a local ray.init(): a `kill -9` of the driver ends them in seconds."""
-    import signal
-    import sys
-
     driver = (
         "import ray, subprocess, sys, time\n"  # ray first: the watchdog uses its bundled psutil
         "from flows.ray_reaper import tied_to_this_process\n"
@@ -259,8 +258,6 @@ def test_processes_started_for_ray_end_when_the_driver_is_killed(tmp_path: Path)
         "print(child.pid, flush=True)\n"
         "time.sleep(300)\n"
     )
-    from tests.fixtures.cli import REPO, cli_env
-
     proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO)
     child_pid = int(proc.stdout.readline())
     os.kill(proc.pid, signal.SIGKILL)

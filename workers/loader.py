@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workers.images import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from workers.records import ErrorKind
-from workers.storage import StorageAccessDenied, StorageOptions, UnreadableObject, read_bytes
+from workers.reads import UnreadableObject, read_bytes
+from workers.storage import StorageAccessDenied, StorageOptions
 
 
 @dataclass(frozen=True)

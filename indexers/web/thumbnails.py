@@ -25,7 +25,8 @@ from PIL import Image
 
 from workers.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from workers.records import ErrorKind
-from workers.storage import StorageAccessDenied, StorageOptions, StorageUnavailable, UnreadableObject, read_bytes
+from workers.reads import UnreadableObject, read_bytes
+from workers.storage import StorageAccessDenied, StorageOptions, StorageUnavailable
 
 log = logging.getLogger("humantag.web.thumbnails")
 
