@@ -10,6 +10,7 @@ import io
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -79,12 +80,13 @@ def make_odd_folder(src: Path) -> dict[str, str]:
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(src / "sock.jpg"))
     sock.close()  # the socket file stays
+    os.mknod(src / "null.jpg", stat.S_IFCHR | 0o600, os.makedev(1, 3))  # a /dev/null twin (the suite runs as root)
     os.symlink(src / "loop.jpg", src / "loop.jpg")
     os.symlink(src / "gone.jpg", src / "dangling.jpg")
     (src / "strip.png").write_bytes(_png(9, size=(20_000, 1)))  # labelers cannot resize it
     with open(os.path.join(os.fsencode(src), b"caf\xe9.jpg"), "wb") as fh:  # Latin-1 name: not UTF-8
         fh.write(_png(77))
-    return {"y.jpg": "fifo", "sock.jpg": "socket", "loop.jpg": "symlink_loop", "dangling.jpg": "dangling_symlink",
+    return {"y.jpg": "fifo", "sock.jpg": "socket", "null.jpg": "device", "loop.jpg": "symlink_loop", "dangling.jpg": "dangling_symlink",
             "strip.png": "unsupported_geometry"}
 
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import stat
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Optional, TypeVar
 
 import fsspec
@@ -149,21 +152,44 @@ def _read_local(path: str, max_bytes: Optional[int]) -> bytes:
         return fh.read() if max_bytes is None else fh.read(max_bytes + 1)
 
 
+class _DaemonReaders:
+    """A few reused daemon threads for blocking reads: a read stuck in the kernel (a hung mount)
+    holds one of them, never the caller, and never the process's exit (unlike ThreadPoolExecutor)."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._started = 0
+        self._lock = threading.Lock()
+
+    def submit(self, read: Callable[[], T]) -> Future[T]:
+        with self._lock:
+            if self._started < self.size:
+                self._started += 1
+                threading.Thread(target=self._work, name=f"humantag-read-{self._started}", daemon=True).start()
+        future: Future[T] = Future()
+        self._jobs.put((read, future))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            read, future = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(read())
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                future.set_exception(exc)
+
+
+_readers = _DaemonReaders()
+
+
 def with_timeout(read: Callable[[], T], timeout_s: float, uri: str) -> T:
-    """Run a blocking read in a daemon thread: a read stuck in the kernel cannot hold the caller."""
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = read()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, name="humantag-read", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise UnreadableObject(ErrorKind.READ_TIMEOUT, f"reading {uri} took longer than {timeout_s:g}s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    """Run a blocking read on a reader thread; give up on it after `timeout_s`."""
+    future = _readers.submit(read)
+    try:
+        return future.result(timeout=timeout_s)
+    except FutureTimeout:
+        future.cancel()  # still queued (every reader stuck): never started
+        raise UnreadableObject(ErrorKind.READ_TIMEOUT, f"reading {uri} took longer than {timeout_s:g}s") from None
