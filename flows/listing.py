@@ -72,7 +72,12 @@ class ListingReport:
         self.skipped[reason] += 1
         if len(self.examples) < 5:
             self.examples.append(where)
-        log.warning("listing: skipped %s (%s)", where, reason.replace("_", " "))
+        log.info("listing: skipped %s (%s)", where, reason.replace("_", " "))
+
+    def describe(self) -> str:
+        """One line for the log once the listing is done."""
+        reasons = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in sorted(self.skipped.items()))
+        return f"the listing skipped {self.total_skipped} entr{'y' if self.total_skipped == 1 else 'ies'} ({reasons}), e.g. {', '.join(self.examples)}"
 
     @property
     def total_skipped(self) -> int:

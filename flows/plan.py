@@ -152,8 +152,9 @@ def write_plan(
         shards=shards,
         counts=counts or PlanCounts(listed=total, new=total),
     )
-    if listing is not None:
+    if listing is not None and listing.total_skipped:
         plan.counts.skipped = listing.total_skipped
+        log.warning("%s", listing.describe())
     # The plan file is the "planning finished" marker: written after the manifest.
     write_bytes_atomic(fs, layout.plan_file(run_id), plan.model_dump_json(indent=1).encode())
     return plan
