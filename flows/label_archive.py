@@ -79,13 +79,19 @@ def is_infrastructure_error(exc: BaseException | None) -> bool:
     )
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, infra) or isinstance(classify_storage_error(exc), StorageUnavailable):
+        if isinstance(exc, infra) or _storage_client_unreachable(exc):
             return True
         if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(exc.cause, infra):
             return True
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return False
+
+
+def _storage_client_unreachable(exc: BaseException) -> bool:
+    """A storage client's own connection error (botocore, aiohttp...) that no layer of ours wrapped."""
+    clients = ("botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "urllib3")
+    return type(exc).__module__.startswith(clients) and isinstance(classify_storage_error(exc), StorageUnavailable)
 
 
 def _retry_condition(_task: Any, _task_run: Any, state: Any) -> bool:

@@ -113,6 +113,16 @@ def test_reads_time_out_and_failures_are_one_line_per_cause() -> None:
         with_timeout(lambda: time.sleep(3), 0.2, "file:///hung/mount.jpg")
     assert timed_out.value.kind == ErrorKind.READ_TIMEOUT and ErrorKind.READ_TIMEOUT.retryable
 
+    from botocore.exceptions import EndpointConnectionError
+
+    from flows.label_archive import is_infrastructure_error
+
+    lost = RuntimeError("reading the manifest failed")
+    lost.__cause__ = EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+    assert is_infrastructure_error(lost)  # a storage client's own error: the shard is retried
+    assert not is_infrastructure_error(KeyError("connection"))  # a bug with a misleading word is not
+    assert not is_infrastructure_error(DestinationFull(28, "full"))
+
     full = DestinationFull(28, "no space left on the destination /mnt/out/labels")
     unreachable = StorageUnavailable("storage unreachable (EndpointConnectionError: Could not connect)")
     wrapped = RuntimeError("task failed")
