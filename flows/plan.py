@@ -26,7 +26,7 @@ from flows.listing import ListingReport
 from indexers.layout import OutputLayout
 from workers.loader import SourceObject
 from workers.records import utcnow
-from workers.storage import raise_if_full, write_bytes_atomic
+from workers.storage import StorageOptions, raise_if_full, retrying, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +194,14 @@ def load_plan(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str) 
     return RunPlan.model_validate(json.loads(fs.cat_file(path)))
 
 
-def read_shard_rows(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str, shard: ShardSpec) -> list[dict[str, Any]]:
-    with fs.open(layout.manifest_file(run_id), "rb") as fh:
-        table = pq.ParquetFile(fh).read_row_group(shard.index)
+def read_shard_rows(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str, shard: ShardSpec,
+                    options: Optional[StorageOptions] = None) -> list[dict[str, Any]]:
+    def read() -> pa.Table:
+        with fs.open(layout.manifest_file(run_id), "rb") as fh:
+            return pq.ParquetFile(fh).read_row_group(shard.index)
+
+    # An S3 outage while a shard starts is ridden out here, not by failing the shard.
+    table = retrying(options or StorageOptions(), f"reading the manifest of {run_id}", read)
     rows = table.to_pylist()
     if not rows or rows[0]["shard_id"] != shard.shard_id:
         raise RuntimeError(f"manifest row group {shard.index} does not hold shard {shard.shard_id}")

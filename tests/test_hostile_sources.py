@@ -34,7 +34,7 @@ from indexers.parquet_sink import write_shard
 from workers.labelers import LabelerOptions
 from workers.records import ErrorKind, LabeledImage, utcnow
 from workers.reads import UnreadableObject, with_timeout
-from workers.storage import DestinationFull, StorageOptions, StorageUnavailable, filesystem
+from workers.storage import DestinationFull, StorageOptions, StorageUnavailable, filesystem, write_bytes_atomic
 from tests.fixtures.cli import REPO, cli_env, run_cli
 from tests.fixtures.s3 import S3Server, free_port
 
@@ -201,6 +201,8 @@ def test_s3_outage_of_20s_mid_run_is_ridden_out_and_odd_keys_are_keys(tmp_path: 
         def __init__(self) -> None:
             self.stopped_at: float | None = None
             self.restarter: threading.Thread | None = None
+            self.writer: threading.Thread | None = None
+            self.written = False
 
         def start(self, total: int, done: int) -> None: ...
 
@@ -212,6 +214,13 @@ def test_s3_outage_of_20s_mid_run_is_ridden_out_and_odd_keys_are_keys(tmp_path: 
                 self.stopped_at = time.monotonic()
                 self.restarter = threading.Thread(target=self._restart, daemon=True)
                 self.restarter.start()
+                self.writer = threading.Thread(target=self._write_during_outage, daemon=True)
+                self.writer.start()
+
+        def _write_during_outage(self) -> None:  # what a commit to an S3 destination does
+            fs, path = filesystem(f"s3://{bucket}/out/marker.json", storage)
+            write_bytes_atomic(fs, path, b"{}", storage)
+            self.written = True
 
         def _restart(self) -> None:
             time.sleep(20)
@@ -223,13 +232,16 @@ def test_s3_outage_of_20s_mid_run_is_ridden_out_and_odd_keys_are_keys(tmp_path: 
         summary = _run_with_deadline(config)
     finally:
         progress.set_listener(None)
-        if listener.restarter is not None:
-            listener.restarter.join(120)
+        for thread in (listener.restarter, listener.writer):
+            if thread is not None:
+                thread.join(120)
     assert listener.stopped_at is not None  # the outage happened mid-run
+    assert listener.written and client.get_object(Bucket=bucket, Key="out/marker.json")["Body"].read() == b"{}"
     assert s3_server.process.poll() is None
-    assert summary.total_images == len(names) and summary.ok == len(names), summary.errors
-    assert summary.shards_done_now == summary.shards_total  # no rerun needed
     rows = _rows(dest)
+    failed = {name: row["error_message"] for name, row in rows.items() if row["status"] != "ok"}
+    assert summary.total_images == len(names) and summary.ok == len(names), failed
+    assert summary.shards_done_now == summary.shards_total  # no rerun needed
     assert sorted(rows) == sorted(names)  # '?versionId=' and '#' read as part of the key
     assert max(r["read_ms"] for r in rows.values()) > 10_000  # a read was retried through the outage, inside its shard
 

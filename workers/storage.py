@@ -187,8 +187,15 @@ def classify_storage_error(exc: BaseException) -> BaseException:
         s in lowered for s in ("accessdenied", "access denied", "signaturedoesnotmatch", "invalidaccesskeyid", "forbidden")
     ):
         return StorageAccessDenied(f"storage refused the credentials ({text[:300]})")
-    if isinstance(exc, (TimeoutError, ConnectionError)) or any(
-        s in lowered for s in ("timeout", "timed out", "connection", "endpoint", "cannot connect")
-    ):
+    if isinstance(exc, (TimeoutError, ConnectionError)) or any(s in lowered for s in _UNREACHABLE_WORDS):
         return StorageUnavailable(f"storage unreachable ({text[:300]})")
     return exc
+
+
+# What clients say when the service, not the object, is the problem: a refused or dropped connection
+# (botocore, aiohttp: "ServerDisconnectedError", "ResponseStreamingError"), or a 5xx/throttling answer.
+_UNREACHABLE_WORDS = (
+    "timeout", "timed out", "connection", "endpoint", "cannot connect", "disconnected", "broken pipe",
+    "incompleteread", "incomplete read", "responsestreamingerror", "clientpayloaderror",
+    "serviceunavailable", "service unavailable", "slowdown", "slow down", "internalerror", "we encountered an internal error",
+)
