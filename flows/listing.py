@@ -7,7 +7,7 @@ or mtime (local).
 
 A local listing never opens an entry and never aborts on one: FIFOs, sockets,
 devices, symlink loops and dangling symlinks are listed (from lstat when stat
-fails) and become error rows when read (workers.storage.read_bytes opens only
+fails) and become error rows when read (workers.reads.read_bytes opens only
 regular files). A name that is not valid UTF-8 cannot be a uri: it is logged
 and counted in `ListingReport.skipped`, which the plan records.
 """
@@ -22,14 +22,13 @@ import posixpath
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.asyn import sync
-from dataclasses import dataclass, field
-
 from pydantic import BaseModel, ConfigDict
 
 from flows.errors import UserError

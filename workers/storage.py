@@ -85,7 +85,6 @@ class StorageOptions(BaseModel):
             client["region_name"] = self.region
         if client:
             kwargs["client_kwargs"] = client
-        # Fail fast and let the task-level retry decide, instead of botocore's long default.
         # Fail fast: `retrying` spends the retry budget with backoff, instead of botocore's long default.
         kwargs["config_kwargs"] = {
             "connect_timeout": min(10.0, self.read_timeout_s), "read_timeout": self.read_timeout_s,
@@ -181,6 +180,8 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
 
 def classify_storage_error(exc: BaseException) -> BaseException:
     """Map client exceptions onto ours: AccessDenied is final, connectivity is retryable."""
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return exc  # about the object (whatever words its path holds), not the service
     text = f"{type(exc).__name__}: {exc}"
     lowered = text.lower()
     if isinstance(exc, PermissionError) or any(
