@@ -1,8 +1,10 @@
 """JPEG thumbnails of indexed images, made by the server from the source bytes.
 
 The caller passes a uri it got from the search backend (never one from a
-client). The bytes are read through fsspec (`workers.storage.filesystem`, so
-s3:// goes through the server's credentials), refused above `max_source_bytes`,
+client). The bytes are read by `workers.reads.read_bytes` (s3:// with the
+server's credentials; regular files only, so a FIFO under an image name is a
+422 at once, never a blocked server thread; a read timeout; an S3 outage is a
+503 after a few seconds), refused above `max_source_bytes`,
 decoded by `workers.images.decode_image` (EXIF rotation, decompression bombs
 refused from the header, CMYK/16-bit/palette to RGB) and shrunk to `size_px`
 on the long side. Finished thumbnails stay in a byte-bounded LRU cache; at
