@@ -76,6 +76,8 @@ def make_odd_folder(src: Path) -> dict[str, str]:
     src.mkdir(parents=True)
     for i in range(4):
         (src / f"good-{i}.png").write_bytes(_png(i * 40))
+    (src / "good#hash.png").write_bytes(_png(11))  # read as names, not as a fragment or a version
+    (src / "good?versionId=2.png").write_bytes(_png(12))
     os.mkfifo(src / "y.jpg")
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(src / "sock.jpg"))
@@ -98,10 +100,11 @@ def test_odd_entries_become_rows_or_counted_skips(tmp_path: Path, ray_local: Non
     summary = _run_with_deadline(config)
 
     assert summary.plan["skipped"] == 1  # the non-UTF-8 name: logged and counted
-    assert summary.total_images == 4 + len(expected) and summary.ok == 4
+    good = [f"good-{i}.png" for i in range(4)] + ["good#hash.png", "good?versionId=2.png"]
+    assert summary.total_images == len(good) + len(expected) and summary.ok == len(good)
     assert summary.errors == {kind: 1 for kind in expected.values()}
     rows = _rows(dest)
-    assert sorted(rows) == sorted([f"good-{i}.png" for i in range(4)] + list(expected))
+    assert sorted(rows) == sorted(good + list(expected))
     for name, kind in expected.items():
         assert rows[name]["status"] == "error" and rows[name]["error_kind"] == kind and rows[name]["error_message"], name
         assert not ErrorKind(kind).retryable  # the next run does not relabel them
