@@ -137,6 +137,7 @@ def test_reads_time_out_and_failures_are_one_line_per_cause() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_serve_answers_healthz_while_fifo_thumbnails_are_asked(tmp_path: Path) -> None:
     import uvicorn
 
@@ -275,6 +276,7 @@ def test_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path: Path) -> 
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_processes_started_for_ray_end_when_the_driver_is_killed(tmp_path: Path) -> None:
     """What ensure_ray wraps around a local ray.init(): a `kill -9` of the driver ends them in seconds."""
     driver = (
@@ -302,6 +304,7 @@ def test_processes_started_for_ray_end_when_the_driver_is_killed(tmp_path: Path)
         pytest.fail("the process started under the watchdog outlived its killed driver by 15 s")
 
 
+@pytest.mark.slow
 def test_an_index_holding_the_alias_name_is_reported_as_a_clash(tmp_path: Path, search_index) -> None:
     from indexers.opensearch.sync import sync_index
 
@@ -319,6 +322,7 @@ def test_an_index_holding_the_alias_name_is_reported_as_a_clash(tmp_path: Path, 
     assert "unavailable" not in report.error and report.shards_pending == 1
 
 
+@pytest.mark.slow
 def test_opensearch_lost_mid_run_opens_the_breaker_and_the_end_sync_reports_pending(tmp_path: Path) -> None:
     from osmem_server import OsmemServer
 
