@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import traceback
 
 import typer
 
-from flows.errors import UserError
+from flows.errors import HideRunFailureLogs, UserError, format_failure
 from flows.runtime import apply_default_environment
 
 # Each module defines `register(app: typer.Typer) -> None`.
@@ -38,6 +39,9 @@ def _main(
 ) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(HideRunFailureLogs())
     # opensearch-py logs every failed request with a traceback; ours say what happened in one line.
     logging.getLogger("opensearch").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 
@@ -68,6 +72,12 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("humantag: interrupted; rerun the same command to resume", err=True)
         raise SystemExit(130) from None
+    except Exception as exc:  # noqa: BLE001 - a failed run: one line per cause, the traceback only with -v
+        for line in format_failure(exc):
+            typer.echo(f"humantag: error: {line}", err=True)
+        if logging.getLogger().isEnabledFor(logging.INFO):
+            traceback.print_exception(exc)
+        raise SystemExit(1) from None
     raise SystemExit(exit_code if isinstance(exit_code, int) else 0)
 
 

@@ -171,6 +171,7 @@ def build_incremental_plan(
     relabel_stale: bool,
     track_deletions: bool,
     ledger_at: Optional[tuple[fsspec.AbstractFileSystem, OutputLayout]] = None,
+    listing: Optional[ListingReport] = None,
 ) -> RunPlan:
     """Plan into (fs, layout); the ledger is read there too unless `ledger_at` names another DEST (dry runs)."""
     counts = PlanCounts()
@@ -204,7 +205,8 @@ def build_incremental_plan(
                     yield obj, reason, row["old_shards"] or None
 
         # `counts` is filled while the manifest streams; write_plan records it at the end.
-        plan = write_plan(planned(), fs, layout, run_id, spec.url, shard_size, mode="incremental", counts=counts)
+        plan = write_plan(planned(), fs, layout, run_id, spec.url, shard_size, mode="incremental", counts=counts,
+                          listing=listing)
     log.info(
         "incremental plan %s: %d listed, %d new, %d changed, %d retried, %d stale, %d unchanged, %d deleted",
         run_id, counts.listed, counts.new, counts.changed, counts.retry, counts.stale, counts.unchanged, counts.deleted,
@@ -220,11 +222,12 @@ def build_full_plan(
     run_id: str,
     shard_size: int,
     ledger_at: Optional[tuple[fsspec.AbstractFileSystem, OutputLayout]] = None,
+    listing: Optional[ListingReport] = None,
 ) -> RunPlan:
     """Every listed object; where DEST already has rows of an object, its commit replaces them."""
     ledger = ledger_dataset(*(ledger_at or (fs, layout)))
     if ledger is None:  # a first run: nothing to replace, no join
-        return build_plan(objects, fs, layout, run_id, spec.url, shard_size)
+        return build_plan(objects, fs, layout, run_id, spec.url, shard_size, listing=listing)
     with _listing_and_ledger(objects, ledger) as (con, _):
         reader = con.sql(_FULL_SQL.format(ledger_cte=_ledger_cte())).to_arrow_reader(10_000)
 
@@ -234,7 +237,7 @@ def build_full_plan(
                     obj = SourceObject(uri=row["uri"], size_bytes=row["size_bytes"], etag=row["etag"], mtime=row["mtime"])
                     yield obj, "listed", row["old_shards"] or None
 
-        return write_plan(planned(), fs, layout, run_id, spec.url, shard_size, mode="full")
+        return write_plan(planned(), fs, layout, run_id, spec.url, shard_size, mode="full", listing=listing)
 
 
 def deleted_file(layout: OutputLayout, run_id: str) -> str:

@@ -4,6 +4,12 @@ The labels are the source of truth. OpenSearch being slow or down never fails a
 shard or loses a label: a shard that could not be indexed stays pending (no
 index marker) and the next sync, at the end of this run, the next run, or
 `humantag index`, picks it up.
+
+A breaker keeps an outage from slowing labeling: per-shard indexing makes one
+attempt (no backoff while the shard holds its slot), and the first failure to
+reach OpenSearch opens the breaker for the rest of the run, so later shards
+skip indexing at once. `finish()` then makes the one catch-up sync, with the
+full retry policy.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from prefect import flow
 
 from indexers.layout import OutputLayout
 from indexers.opensearch.aliases import IndexNames, ensure_index
-from indexers.opensearch.bulk import describe_error
+from indexers.opensearch.bulk import describe_unavailable
 from indexers.opensearch.settings import OpenSearchSettings
 from indexers.opensearch.sync import IndexReport, index_into, rebuild_index, sync_index
 from workers.storage import StorageOptions, filesystem
@@ -36,7 +42,7 @@ class ShardIndexing:
         self._lock = threading.Lock()
         self._client = None
         self._target: Optional[str] = None
-        self._unavailable: Optional[str] = None
+        self._unavailable: Optional[str] = None  # set: the breaker is open, shards stay pending
         self.per_shard = IndexReport()
 
     def _connect(self) -> Optional[str]:
@@ -46,9 +52,18 @@ class ShardIndexing:
                     self._client = self.settings.client()
                     self._target = ensure_index(self._client, IndexNames(self.settings.index))
                 except Exception as exc:  # noqa: BLE001 - labels go on; the final sync reports it
-                    self._unavailable = f"OpenSearch at {self.settings.safe_urls()} unavailable: {describe_error(exc)}"
-                    log.warning("%s; shards are labeled and will be indexed later", self._unavailable)
-            return self._target
+                    self._trip(describe_unavailable(self.settings, exc))
+            return None if self._unavailable else self._target
+
+    def _trip(self, reason: str) -> None:
+        """Open the breaker (caller holds the lock or is the only writer): later shards skip indexing."""
+        if self._unavailable is None:
+            self._unavailable = reason
+            log.warning("%s; labeling goes on, shards are indexed by the catch-up sync at the end", reason)
+
+    @property
+    def tripped(self) -> Optional[str]:
+        return self._unavailable
 
     def index_shard(self, shard_id: str) -> None:
         """Index one committed shard now; on any failure leave it pending for the final sync."""
@@ -56,15 +71,19 @@ class ShardIndexing:
         if target is None:
             return
         try:
-            report = index_into(self.settings, self.fs, self.layout, self.run_id, target, only={shard_id}, client=self._client)
+            # One attempt per shard: no backoff while the shard holds its slot (the final sync retries).
+            report = index_into(self.settings, self.fs, self.layout, self.run_id, target, only={shard_id},
+                                client=self._client, max_restarts=0)
         except Exception as exc:  # noqa: BLE001
-            log.warning("shard %s not indexed yet (%s); the final sync retries it", shard_id, describe_error(exc))
+            with self._lock:
+                self._trip(describe_unavailable(self.settings, exc))
             return
         with self._lock:
             self.per_shard.shards_indexed += report.shards_indexed
             self.per_shard.documents_indexed += report.documents_indexed
-        if report.error:
-            log.warning("shard %s not indexed yet: %s", shard_id, report.error)
+            if report.error:
+                self._trip(report.error if report.error.startswith("OpenSearch at")
+                           else f"OpenSearch at {self.settings.safe_urls()} unavailable: {report.error}")
 
     def finish(self) -> IndexReport:
         """Index everything still pending (superseded/deleted rows rewrote older shards; earlier failures)."""

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict
 
 from flows import progress
 from flows.config import RunConfig
-from flows.errors import UserError
-from flows.listing import iter_source
+from flows.errors import ShardsFailed, UserError
+from flows.listing import ListingReport, iter_source
 from flows.incremental import CurrentVersions, build_full_plan, build_incremental_plan, read_deleted
 from flows.indexing import ShardIndexing
 from flows.plan import RunPlan, ShardSpec, load_plan
@@ -37,7 +37,7 @@ from indexers.ledger import rewrite_shard
 from workers.labelers import Labeler, create_labeler
 from workers.loader import DecodeOptions
 from workers.records import SCHEMA_VERSION, utcnow
-from workers.storage import StorageUnavailable, filesystem, write_bytes_atomic
+from workers.storage import StorageUnavailable, classify_storage_error, filesystem, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def is_infrastructure_error(exc: BaseException | None) -> bool:
     )
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, infra):
+        if isinstance(exc, infra) or _storage_client_unreachable(exc):
             return True
         if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(exc.cause, infra):
             return True
@@ -88,10 +88,17 @@ def is_infrastructure_error(exc: BaseException | None) -> bool:
     return False
 
 
+def _storage_client_unreachable(exc: BaseException) -> bool:
+    """A storage client's own connection error (botocore, aiohttp...) that no layer of ours wrapped."""
+    clients = ("botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "urllib3")
+    return type(exc).__module__.startswith(clients) and isinstance(classify_storage_error(exc), StorageUnavailable)
+
+
 def _retry_condition(_task: Any, _task_run: Any, state: Any) -> bool:
     exc = state.data if isinstance(state.data, BaseException) else None
     retry = is_infrastructure_error(exc)
-    log.warning("shard task failed (%r): %s", exc, "retrying" if retry else "not retrying")
+    # Not retried: the run's final error says it, once.
+    log.log(logging.WARNING if retry else logging.INFO, "shard task failed (%r): %s", exc, "retrying" if retry else "not retrying")
     return retry
 
 
@@ -128,18 +135,20 @@ def plan_run(config: RunConfig, run_id: str, labeler: Labeler | None = None, pla
     if existing is not None:
         log.info("resuming run %s: plan of %d objects in %d shards", run_id, existing.total_objects, len(existing.shards))
         return existing
-    objects = iter_source(config.source, config.storage, workers=config.listing_workers)
+    listing = ListingReport()
+    objects = iter_source(config.source, config.storage, workers=config.listing_workers, report=listing)
     if config.plans_against_ledger:
         labeler = labeler or create_labeler(config.labeler, config.labeler_options)
         plan = build_incremental_plan(
             objects, config.source, fs, layout, run_id, config.shard_size, current_versions(labeler),
             relabel_stale=config.relabel_stale, track_deletions=config.track_deletions and not config.backfill,
-            ledger_at=(dest_fs, OutputLayout(dest_root)),
+            ledger_at=(dest_fs, OutputLayout(dest_root)), listing=listing,
         )
         if plan.counts.listed == 0:
             raise UserError(f"no images found under {config.source.url}; refusing to mark every labeled object deleted")
     else:
-        plan = build_full_plan(objects, config.source, fs, layout, run_id, config.shard_size, ledger_at=(dest_fs, OutputLayout(dest_root)))
+        plan = build_full_plan(objects, config.source, fs, layout, run_id, config.shard_size,
+                               ledger_at=(dest_fs, OutputLayout(dest_root)), listing=listing)
         if plan.total_objects == 0:
             raise UserError(f"no images found under {config.source.url} (extensions: {', '.join(config.source.extensions)})")
     log.info("planned run %s: %d objects to label in %d shards", run_id, plan.total_objects, len(plan.shards))
@@ -234,11 +243,8 @@ def label_archive(config: RunConfig) -> RunSummary:
         finally:
             pool.shutdown()
         if failed:
-            shard_id, exc = failed[0]
-            raise RuntimeError(
-                f"{len(failed)} shard(s) failed after retries (first: {shard_id}: {exc!r}); "
-                "rerun the same command to resume"
-            ) from (exc if isinstance(exc, BaseException) else None)
+            causes = [(shard_id, exc if isinstance(exc, BaseException) else None) for shard_id, exc in failed]
+            raise ShardsFailed(causes) from causes[0][1]
     progress.listener().finish()
     if plan.counts.deleted:
         log.info("marked %d row(s) deleted", apply_deletions(config, run_id))

@@ -4,16 +4,25 @@ Memory stays bounded whatever the archive size: local folders are walked
 directory by directory, S3 prefixes page by page (1,000 keys a page, in the
 lexicographic order S3 guarantees). Each object keeps uri, size and etag (S3)
 or mtime (local).
+
+A local listing never opens an entry and never aborts on one: FIFOs, sockets,
+devices, symlink loops and dangling symlinks are listed (from lstat when stat
+fails) and become error rows when read (workers.reads.read_bytes opens only
+regular files). A name that is not valid UTF-8 cannot be a uri: it is logged
+and counted in `ListingReport.skipped`, which the plan records.
 """
 
 from __future__ import annotations
 
+import collections
 import fnmatch
+import logging
 import os
 import posixpath
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import fsspec
@@ -25,6 +34,8 @@ from pydantic import BaseModel, ConfigDict
 from flows.errors import UserError
 from workers.loader import SourceObject
 from workers.storage import StorageAccessDenied, StorageOptions, classify_storage_error, filesystem, protocol_of
+
+log = logging.getLogger(__name__)
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 _PAGE = 1000
@@ -49,8 +60,34 @@ class SourceSpec(BaseModel):
         return not any(fnmatch.fnmatchcase(relative, g) for g in self.exclude)
 
 
-def iter_source(spec: SourceSpec, storage: StorageOptions, workers: int = 1) -> Iterator[SourceObject]:
+@dataclass
+class ListingReport:
+    """What a listing met but could not yield as an object, by reason (e.g. undecodable_name)."""
+
+    skipped: collections.Counter[str] = field(default_factory=collections.Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] += 1
+        if len(self.examples) < 5:
+            self.examples.append(where)
+        log.info("listing: skipped %s (%s)", where, reason.replace("_", " "))
+
+    def describe(self) -> str:
+        """One line for the log once the listing is done."""
+        reasons = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in sorted(self.skipped.items()))
+        return f"the listing skipped {self.total_skipped} entr{'y' if self.total_skipped == 1 else 'ies'} ({reasons}), e.g. {', '.join(self.examples)}"
+
+    @property
+    def total_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+
+def iter_source(spec: SourceSpec, storage: StorageOptions, workers: int = 1,
+                report: Optional[ListingReport] = None) -> Iterator[SourceObject]:
     """Yield accepted objects; raises UserError when the source can't be listed.
+
+    Entries that cannot be objects are counted in `report` (one is made if not given).
 
     With workers > 1, an S3 source's top-level prefixes are listed in parallel
     (each spooled to a temporary file, so memory stays bounded) and yielded in
@@ -58,9 +95,10 @@ def iter_source(spec: SourceSpec, storage: StorageOptions, workers: int = 1) -> 
     """
     protocol = protocol_of(spec.url)
     fs, root = filesystem(spec.url, storage)
+    report = report if report is not None else ListingReport()
     try:
         if protocol == "file":
-            yield from _iter_local(spec, root)
+            yield from _iter_local(spec, root, report)
         elif protocol in ("s3", "s3a") and workers > 1:
             yield from _iter_s3_parallel(spec, fs, root, workers)
         elif protocol in ("s3", "s3a"):
@@ -78,7 +116,7 @@ def iter_source(spec: SourceSpec, storage: StorageOptions, workers: int = 1) -> 
         raise UserError(f"cannot list {spec.url}: {mapped}") from exc
 
 
-def _iter_local(spec: SourceSpec, root: str) -> Iterator[SourceObject]:
+def _iter_local(spec: SourceSpec, root: str, report: ListingReport) -> Iterator[SourceObject]:
     if not os.path.exists(root):
         raise UserError(f"source {spec.url} does not exist")
     if os.path.isfile(root):
@@ -86,17 +124,46 @@ def _iter_local(spec: SourceSpec, root: str) -> Iterator[SourceObject]:
     if not os.access(root, os.R_OK | os.X_OK):
         raise UserError(f"source {spec.url} is not readable")
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        kept = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            if _decodable(d):
+                kept.append(d)
+            else:
+                report.skip("undecodable_name", _printable(os.path.join(dirpath, d)) + "/")
+        dirnames[:] = kept
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
+            if not _decodable(name):
+                if spec.accepts(_printable(name)):
+                    report.skip("undecodable_name", _printable(full))
+                continue
             relative = os.path.relpath(full, root).replace(os.sep, "/")
             if not spec.accepts(relative):
                 continue
             try:
                 st = os.stat(full)
             except FileNotFoundError:
-                continue  # vanished during the walk
+                if not os.path.islink(full):
+                    continue  # vanished during the walk
+                st = os.lstat(full)  # a dangling symlink: listed, its row says so
+            except OSError:
+                st = os.lstat(full)  # a symlink loop (ELOOP) and the like: listed, its row says so
             yield SourceObject(uri=f"file://{full}", size_bytes=st.st_size, mtime=st.st_mtime)
+
+
+def _decodable(name: str) -> bool:
+    """os.walk gives undecodable bytes as lone surrogates: such a name cannot be a uri or a Parquet string."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 async def _next_page(agen: Any, count: int) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ frozen: resuming a run reuses its manifest even if the source changed since.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,10 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
+from flows.listing import ListingReport
 from indexers.layout import OutputLayout
 from workers.loader import SourceObject
 from workers.records import utcnow
-from workers.storage import write_bytes_atomic
+from workers.storage import StorageOptions, raise_if_full, retrying, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class PlanCounts(BaseModel):
     stale: int = 0
     unchanged: int = 0
     deleted: int = 0
+    skipped: int = 0  # entries the listing met but could not list (flows.listing.ListingReport)
 
 
 class RunPlan(BaseModel):
@@ -102,10 +105,11 @@ def build_plan(
     run_id: str,
     source: str,
     shard_size: int,
+    listing: Optional[ListingReport] = None,
 ) -> RunPlan:
     """Full plan: every listed object, in listing order."""
     planned = ((obj, "listed", None) for obj in objects)
-    return write_plan(planned, fs, layout, run_id, source, shard_size, mode="full")
+    return write_plan(planned, fs, layout, run_id, source, shard_size, mode="full", listing=listing)
 
 
 PlannedObject = tuple[SourceObject, str, Optional[str]]  # object, reason, superseded shard ids (space-separated)
@@ -120,19 +124,49 @@ def write_plan(
     shard_size: int,
     mode: str,
     counts: Optional[PlanCounts] = None,
+    listing: Optional[ListingReport] = None,
 ) -> RunPlan:
     """Stream planned objects into the manifest, cut into shards; the plan file is written last."""
     manifest_path = layout.manifest_file(run_id)
     fs.makedirs(layout.run_dir(run_id), exist_ok=True)
     shards: list[ShardSpec] = []
-    total_bytes = 0
     tmp_path = manifest_path + ".partial"
+    try:
+        _write_manifest(planned, fs, tmp_path, shard_size, shards)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # a full disk or a failed listing leaves no partial manifest
+            fs.rm(tmp_path)
+        raise_if_full(exc, layout.run_dir(run_id))
+        raise
+    fs.mv(tmp_path, manifest_path)
+    total = sum(s.count for s in shards)
+    total_bytes = sum(s.bytes for s in shards)
+    plan = RunPlan(
+        run_id=run_id,
+        source=source,
+        mode=mode,
+        created_at=utcnow().isoformat(),
+        total_objects=total,
+        total_bytes=total_bytes,
+        shard_size=shard_size,
+        shards=shards,
+        counts=counts or PlanCounts(listed=total, new=total),
+    )
+    if listing is not None and listing.total_skipped:
+        plan.counts.skipped = listing.total_skipped
+        log.warning("%s", listing.describe())
+    # The plan file is the "planning finished" marker: written after the manifest.
+    write_bytes_atomic(fs, layout.plan_file(run_id), plan.model_dump_json(indent=1).encode())
+    return plan
+
+
+def _write_manifest(planned: Iterable[PlannedObject], fs: fsspec.AbstractFileSystem, tmp_path: str, shard_size: int,
+                    shards: list[ShardSpec]) -> None:
     with fs.open(tmp_path, "wb") as fh, pq.ParquetWriter(fh, MANIFEST_SCHEMA, compression="zstd") as writer:
         for index, chunk in enumerate(_chunks(planned, shard_size)):
             objects = [obj for obj, _, _ in chunk]
             shard_id = shard_id_for(index, objects)
             size = sum(o.size_bytes or 0 for o in objects)
-            total_bytes += size
             shards.append(ShardSpec(shard_id=shard_id, index=index, count=len(chunk), bytes=size))
             writer.write_table(
                 pa.table(
@@ -151,22 +185,6 @@ def write_plan(
             )
             if index % 100 == 99:
                 log.info("planned %d shards (%d objects) so far", index + 1, sum(s.count for s in shards))
-    fs.mv(tmp_path, manifest_path)
-    total = sum(s.count for s in shards)
-    plan = RunPlan(
-        run_id=run_id,
-        source=source,
-        mode=mode,
-        created_at=utcnow().isoformat(),
-        total_objects=total,
-        total_bytes=total_bytes,
-        shard_size=shard_size,
-        shards=shards,
-        counts=counts or PlanCounts(listed=total, new=total),
-    )
-    # The plan file is the "planning finished" marker: written after the manifest.
-    write_bytes_atomic(fs, layout.plan_file(run_id), plan.model_dump_json(indent=1).encode())
-    return plan
 
 
 def load_plan(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str) -> Optional[RunPlan]:
@@ -176,9 +194,14 @@ def load_plan(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str) 
     return RunPlan.model_validate(json.loads(fs.cat_file(path)))
 
 
-def read_shard_rows(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str, shard: ShardSpec) -> list[dict[str, Any]]:
-    with fs.open(layout.manifest_file(run_id), "rb") as fh:
-        table = pq.ParquetFile(fh).read_row_group(shard.index)
+def read_shard_rows(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str, shard: ShardSpec,
+                    options: Optional[StorageOptions] = None) -> list[dict[str, Any]]:
+    def read() -> pa.Table:
+        with fs.open(layout.manifest_file(run_id), "rb") as fh:
+            return pq.ParquetFile(fh).read_row_group(shard.index)
+
+    # An S3 outage while a shard starts is ridden out here, not by failing the shard.
+    table = retrying(options or StorageOptions(), f"reading the manifest of {run_id}", read)
     rows = table.to_pylist()
     if not rows or rows[0]["shard_id"] != shard.shard_id:
         raise RuntimeError(f"manifest row group {shard.index} does not hold shard {shard.shard_id}")

@@ -240,6 +240,8 @@ def print_summary(summary: Any, console: Console) -> None:
     table.add_row("summary", f"{summary.dest}/_runs/{summary.run_id}/summary.json")
     table.add_row("labeler", f"{summary.labeler} ({', '.join(summary.labeler_versions)})")
     table.add_row("images", f"{summary.total_images} ({summary.ok} ok, {summary.total_images - summary.ok} errors)")
+    if summary.plan.get("skipped"):
+        table.add_row("skipped by the listing", f"{summary.plan['skipped']} (names that are not UTF-8; see the log)")
     for kind, count in sorted(summary.errors.items()):
         table.add_row(f"  error: {kind}", str(count))
     if summary.gated:

@@ -66,7 +66,7 @@ def test_incremental_runs_label_exactly_the_difference(s3_server, search_index):
     etag_2 = client.head_object(Bucket=bucket, Key="photos/2.jpg")["ETag"].strip('"')
 
     third = _run(s3_server, bucket, index=search_index)
-    assert third["plan"] == {"listed": 7, "new": 2, "changed": 1, "retry": 0, "stale": 0, "unchanged": 4, "deleted": 1}
+    assert third["plan"] == {"listed": 7, "new": 2, "changed": 1, "retry": 0, "stale": 0, "unchanged": 4, "deleted": 1, "skipped": 0}
     assert third["images_this_run"] == 3
     rows = _rows(s3_server, bucket)
     by_uri = {}
@@ -118,7 +118,7 @@ def test_object_deleted_then_re_added_keeps_exactly_one_live_row_and_document(s3
 
     client.put_object(Bucket=bucket, Key="photos/1.jpg", Body=_jpeg(1))  # re-added, same content
     third = _run(s3_server, bucket, index=search_index)
-    assert third["plan"] == {"listed": 4, "new": 1, "changed": 0, "retry": 0, "stale": 0, "unchanged": 3, "deleted": 0}
+    assert third["plan"] == {"listed": 4, "new": 1, "changed": 0, "retry": 0, "stale": 0, "unchanged": 3, "deleted": 0, "skipped": 0}
     assert third["images_this_run"] == 1
     rows = _rows(s3_server, bucket)
     mine = [r for r in rows if r["uri"] == uri]

@@ -18,8 +18,14 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from workers.records import ErrorKind
+
 # Pillow's own default limit; ours is explicit and checked before decoding.
 DEFAULT_MAX_PIXELS = 89_478_485
+
+# Longest / shortest side beyond which an image is refused as unsupported_geometry: labelers
+# resize to a fixed input size, and a 1x100000 strip has no size that keeps both sides >= 1 px.
+DEFAULT_MAX_ASPECT_RATIO = 100.0
 
 # We check sizes ourselves from the header; keep Pillow from raising its own
 # bomb error (or warning) first, with a less useful message.
@@ -85,11 +91,12 @@ def decode_image(
     item: DecodedImage,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_side: Optional[int] = None,
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
 ) -> DecodedImage:
     """Fill `item` with pixels or an error; never raises for bad image data."""
     started = time.perf_counter()
     try:
-        _decode_into(data, item, max_pixels, max_side)
+        _decode_into(data, item, max_pixels, max_side, max_aspect_ratio)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a row, not a crash
         item.pixels = None
         item.error_kind = item.error_kind or "decode_error"
@@ -98,7 +105,8 @@ def decode_image(
     return item
 
 
-def _decode_into(data: bytes, item: DecodedImage, max_pixels: int, max_side: Optional[int]) -> None:
+def _decode_into(data: bytes, item: DecodedImage, max_pixels: int, max_side: Optional[int],
+                 max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO) -> None:
     if len(data) == 0:
         item.error_kind, item.error_message = "empty_file", "the object has zero bytes"
         return
@@ -114,6 +122,11 @@ def _decode_into(data: bytes, item: DecodedImage, max_pixels: int, max_side: Opt
     if w * h > max_pixels:
         item.error_kind = "decompression_bomb"
         item.error_message = f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}"
+        return
+    if max(w, h) > max_aspect_ratio * max(min(w, h), 1):
+        item.width, item.height = w, h
+        item.error_kind = ErrorKind.UNSUPPORTED_GEOMETRY.value
+        item.error_message = f"{w}x{h} is more elongated than {max_aspect_ratio:g}:1"
         return
     if max_side and img.format == "JPEG":
         # JPEG can decode at 1/2, 1/4, 1/8 scale directly: much faster for big photos.

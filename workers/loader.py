@@ -6,10 +6,12 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from workers.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
-from workers.storage import StorageOptions, StorageUnavailable, classify_storage_error, filesystem
+from workers.images import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS, DecodedImage, decode_image
+from workers.records import ErrorKind
+from workers.reads import UnreadableObject, read_bytes
+from workers.storage import StorageAccessDenied, StorageOptions
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,11 @@ class DecodeOptions(BaseModel):
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = 256 * 1024 * 1024
     max_side: Optional[int] = None
+    max_aspect_ratio: float = Field(
+        default=DEFAULT_MAX_ASPECT_RATIO, ge=1,
+        description="Longest side / shortest side above which an image is an unsupported_geometry row "
+        "(a 1x100000 strip has no size a labeler can resize it to).",
+    )
 
 
 def load_batch(objects: list[SourceObject], decode: DecodeOptions, storage: StorageOptions) -> list[DecodedImage]:
@@ -37,27 +44,21 @@ def load_batch(objects: list[SourceObject], decode: DecodeOptions, storage: Stor
 def load_one(obj: SourceObject, decode: DecodeOptions, storage: StorageOptions) -> DecodedImage:
     item = DecodedImage(uri=obj.uri, etag=obj.etag, mtime=obj.mtime, size_bytes=obj.size_bytes)
     if obj.size_bytes is not None and obj.size_bytes > decode.max_bytes:
-        item.error_kind = "too_large"
+        item.error_kind = ErrorKind.TOO_LARGE.value
         item.error_message = f"{obj.size_bytes} bytes exceeds the limit of {decode.max_bytes}"
         return item
     started = time.perf_counter()
     try:
-        fs, path = filesystem(obj.uri, storage)
-        data = fs.cat_file(path)
-    except FileNotFoundError:
-        item.error_kind, item.error_message = "missing", "the object was listed but no longer exists"
+        data = read_bytes(obj.uri, storage, max_bytes=decode.max_bytes)
+    except UnreadableObject as exc:
+        item.error_kind, item.error_message = exc.kind.value, exc.message
         return item
-    except IsADirectoryError:
-        item.error_kind, item.error_message = "read_error", "the path is a directory"
+    except StorageAccessDenied as exc:
+        item.error_kind, item.error_message = ErrorKind.READ_ERROR.value, str(exc)[:2000]
         return item
-    except Exception as exc:  # noqa: BLE001 - classified below
-        mapped = classify_storage_error(exc)
-        if isinstance(mapped, StorageUnavailable):
-            raise mapped from exc
-        item.error_kind, item.error_message = "read_error", f"{type(exc).__name__}: {exc}"[:2000]
-        return item
-    finally:
+    finally:  # StorageUnavailable (the retry budget spent) fails the shard: an infrastructure error
         item.read_ms = (time.perf_counter() - started) * 1000.0
     if item.size_bytes is None:
         item.size_bytes = len(data)
-    return decode_image(data, item, max_pixels=decode.max_pixels, max_side=decode.max_side)
+    return decode_image(data, item, max_pixels=decode.max_pixels, max_side=decode.max_side,
+                        max_aspect_ratio=decode.max_aspect_ratio)

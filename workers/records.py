@@ -30,11 +30,19 @@ class ErrorKind(str, Enum):
 
     MISSING = "missing"  # object vanished between listing and reading
     READ_ERROR = "read_error"  # storage refused or timed out
+    READ_TIMEOUT = "read_timeout"  # the read outlasted StorageOptions.read_timeout_s (a hung mount, say)
+    FIFO = "fifo"  # the name is a named pipe, not a file: reading it would block forever
+    SOCKET = "socket"  # the name is a Unix socket
+    DEVICE = "device"  # the name is a character or block device
+    SYMLINK_LOOP = "symlink_loop"  # the symlink resolves to itself (ELOOP)
+    DANGLING_SYMLINK = "dangling_symlink"  # the symlink's target does not exist
+    TOO_LARGE = "too_large"  # more bytes than DecodeOptions.max_bytes
     EMPTY_FILE = "empty_file"
     NOT_AN_IMAGE = "not_an_image"  # bytes are not a known image format
     TRUNCATED = "truncated"  # a known format, cut short
     DECOMPRESSION_BOMB = "decompression_bomb"  # more pixels than max_pixels
     DECODE_ERROR = "decode_error"  # anything else the decoder raised
+    UNSUPPORTED_GEOMETRY = "unsupported_geometry"  # so elongated that no labeler input size keeps both sides
     LABEL_ERROR = "label_error"  # the labeler failed on this image
     PREPROCESS_ERROR = "preprocess_error"  # the model's image processor refused the pixels
     GENERATION_ERROR = "generation_error"  # the model failed while generating (e.g. out of GPU memory)
@@ -47,7 +55,9 @@ class ErrorKind(str, Enum):
 
 
 # Incremental runs and backfills label rows with these kinds again.
-RETRYABLE_ERROR_KINDS: frozenset[ErrorKind] = frozenset({ErrorKind.MISSING, ErrorKind.READ_ERROR, ErrorKind.LABEL_ERROR})
+RETRYABLE_ERROR_KINDS: frozenset[ErrorKind] = frozenset(
+    {ErrorKind.MISSING, ErrorKind.READ_ERROR, ErrorKind.READ_TIMEOUT, ErrorKind.LABEL_ERROR}
+)
 
 
 class LabeledImage(BaseModel):

@@ -9,14 +9,23 @@ builds a filesystem object itself.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import posixpath
+import random
+import time
 import uuid
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Any, Optional, TypeVar
 
 import fsspec
 from fsspec.core import split_protocol
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_BACKOFF_S = 5.0  # small: once the storage is back, a shard waits at most this long
 
 
 class StorageUnavailable(RuntimeError):
@@ -27,6 +36,10 @@ class StorageAccessDenied(RuntimeError):
     """Credentials were refused: retrying will not help."""
 
 
+class DestinationFull(OSError):
+    """No space left where we write: one line naming the destination, never retried."""
+
+
 class StorageOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     endpoint_url: Optional[str] = None
@@ -34,6 +47,16 @@ class StorageOptions(BaseModel):
     secret: Optional[SecretStr] = None
     region: Optional[str] = None
     anon: bool = False
+    read_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="Seconds one read of a source object may take; a local read that outlasts it "
+        "(a hung mount) becomes a read_timeout row, an S3 read is retried within the retry budget.",
+    )
+    retry_budget_s: float = Field(
+        default=180.0, ge=0,
+        description="Seconds an unreachable storage (S3 outage, network) is retried, with exponential "
+        "backoff and jitter, before the read or write fails.",
+    )
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "StorageOptions":
@@ -62,8 +85,11 @@ class StorageOptions(BaseModel):
             client["region_name"] = self.region
         if client:
             kwargs["client_kwargs"] = client
-        # Fail fast and let the task-level retry decide, instead of botocore's long default.
-        kwargs["config_kwargs"] = {"connect_timeout": 10, "read_timeout": 60, "retries": {"max_attempts": 3}}
+        # Fail fast: `retrying` spends the retry budget with backoff, instead of botocore's long default.
+        kwargs["config_kwargs"] = {
+            "connect_timeout": min(10.0, self.read_timeout_s), "read_timeout": self.read_timeout_s,
+            "retries": {"max_attempts": 2},
+        }
         return kwargs
 
 
@@ -88,47 +114,89 @@ def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return fs.unstrip_protocol(path)
 
 
-def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes, options: StorageOptions | None = None) -> None:
     """Readers see the old file or the whole new one, never a partial write.
 
-    Locally: write a temp file next to the target, then rename (atomic on POSIX).
-    On object stores a single PUT is already atomic.
+    Locally: write a temp file next to the target, then rename (atomic on POSIX);
+    the temp file is removed whatever fails. On object stores a single PUT is
+    already atomic; an unreachable store is retried within `options.retry_budget_s`.
     """
     parent = posixpath.dirname(path)
-    if _is_local(fs):
+    if not is_local(fs):
+        retrying(options or StorageOptions(), f"writing {to_uri(fs, path)}", lambda: fs.pipe_file(path, data))
+        return
+    # Hidden, and not ending in .parquet/.json: globs over the outputs never see it.
+    prefix = f".{posixpath.basename(path)}."
+    tmp = posixpath.join(parent, f"{prefix}{uuid.uuid4().hex}.tmp")
+    try:
         fs.makedirs(parent, exist_ok=True)
-        # Hidden, and not ending in .parquet/.json: globs over the outputs never see it.
-        prefix = f".{posixpath.basename(path)}."
-        tmp = posixpath.join(parent, f"{prefix}{uuid.uuid4().hex}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        # A writer killed mid-write left its temp file behind: the committed file supersedes it.
-        for name in os.listdir(parent):
-            if name.startswith(prefix) and name.endswith(".tmp"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(posixpath.join(parent, name))
-    else:
-        fs.pipe_file(path, data)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise_if_full(exc, parent)
+        raise
+    # A writer killed mid-write left its temp file behind: the committed file supersedes it.
+    for name in os.listdir(parent):
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(posixpath.join(parent, name))
 
 
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+def raise_if_full(exc: BaseException, where: str) -> None:
+    """A full disk or quota becomes DestinationFull, one line naming where we were writing."""
+    if isinstance(exc, OSError) and not isinstance(exc, DestinationFull) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise DestinationFull(exc.errno, f"no space left on the destination {where}") from None
+
+
+def retrying(options: StorageOptions, what: str, operation: Callable[[], T]) -> T:
+    """Run `operation`; while the storage is unreachable, retry with exponential backoff and
+    jitter until `options.retry_budget_s` is spent. Anything else is raised at once."""
+    deadline = time.monotonic() + options.retry_budget_s
+    attempt = 0
+    while True:
+        try:
+            return operation()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            mapped = classify_storage_error(exc)
+            if not isinstance(mapped, StorageUnavailable):
+                raise
+            attempt += 1
+            delay = min(MAX_BACKOFF_S, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+            if time.monotonic() + delay > deadline:
+                raise mapped from exc
+            log.warning("%s: %s; retry %d in %.1fs", what, mapped, attempt, delay)
+            time.sleep(delay)
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
     return "file" in protocols or "local" in protocols
 
 
 def classify_storage_error(exc: BaseException) -> BaseException:
     """Map client exceptions onto ours: AccessDenied is final, connectivity is retryable."""
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return exc  # about the object (whatever words its path holds), not the service
     text = f"{type(exc).__name__}: {exc}"
     lowered = text.lower()
     if isinstance(exc, PermissionError) or any(
         s in lowered for s in ("accessdenied", "access denied", "signaturedoesnotmatch", "invalidaccesskeyid", "forbidden")
     ):
         return StorageAccessDenied(f"storage refused the credentials ({text[:300]})")
-    if isinstance(exc, (TimeoutError, ConnectionError)) or any(
-        s in lowered for s in ("timeout", "timed out", "connection", "endpoint", "cannot connect")
-    ):
+    if isinstance(exc, (TimeoutError, ConnectionError)) or any(s in lowered for s in _UNREACHABLE_WORDS):
         return StorageUnavailable(f"storage unreachable ({text[:300]})")
     return exc
+
+
+# What clients say when the service, not the object, is the problem: a refused or dropped connection
+# (botocore, aiohttp: "ServerDisconnectedError", "ResponseStreamingError"), or a 5xx/throttling answer.
+_UNREACHABLE_WORDS = (
+    "timeout", "timed out", "connection", "endpoint", "cannot connect", "disconnected", "broken pipe",
+    "incompleteread", "incomplete read", "responsestreamingerror", "clientpayloaderror",
+    "serviceunavailable", "service unavailable", "slowdown", "slow down", "internalerror", "we encountered an internal error",
+)

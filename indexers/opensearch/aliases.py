@@ -21,6 +21,10 @@ from indexers.opensearch.mapping import put_templates
 log = logging.getLogger(__name__)
 
 
+class AliasClash(ValueError):
+    """A concrete index holds a name humantag needs for an alias: an operator's decision, not an outage."""
+
+
 @dataclass(frozen=True)
 class IndexNames:
     base: str
@@ -66,6 +70,12 @@ def ensure_index(client: Any, names: IndexNames) -> str:
         return current
     existing = physical_indices(client, names)
     target = max(existing, key=existing.__getitem__) if existing else names.physical(1)
+    for alias in (names.read_alias, names.write_alias):
+        if client.indices.exists(index=alias) and not client.indices.exists_alias(name=alias):
+            raise AliasClash(
+                f"an index named {alias!r} exists where humantag needs an alias; rename or delete it, "
+                "or choose another index name"
+            )
     if not existing:
         client.indices.create(index=target)
         log.info("created index %s", target)

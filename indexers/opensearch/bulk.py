@@ -176,15 +176,27 @@ def describe_error(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def describe_unavailable(settings: Any, exc: BaseException) -> str:
+    """Why `settings`' OpenSearch cannot be used, in one line: a name clash is not an outage."""
+    from indexers.opensearch.aliases import AliasClash
+
+    if isinstance(exc, AliasClash):
+        return f"OpenSearch at {settings.safe_urls()}: {exc}"
+    return f"OpenSearch at {settings.safe_urls()} unavailable: {describe_error(exc)}"
+
+
 class BulkIndexer:
     def __init__(self, client: Any, fs: fsspec.AbstractFileSystem, index: str, bulk_bytes: int, max_retries: int,
                  initial_backoff_s: float = 1.0, on_documents: Optional[Callable[[int], None]] = None,
-                 overwrite: Optional[Mapping[str, Collection[str]]] = None) -> None:
+                 overwrite: Optional[Mapping[str, Collection[str]]] = None, max_restarts: Optional[int] = None) -> None:
+        """`max_retries`: per-document 429 retries; `max_restarts`: stream restarts after a lost
+        connection or a 5xx (default `max_retries`; 0 = one attempt, for callers with a breaker)."""
         self.client = client
         self.fs = fs
         self.index = index
         self.bulk_bytes = bulk_bytes
         self.max_retries = max_retries
+        self.max_restarts = max_retries if max_restarts is None else max_restarts
         self.initial_backoff_s = initial_backoff_s
         self.on_documents = on_documents
         self.overwrite = overwrite or {}  # shard id → uris to leave out; the rest is sent unversioned
@@ -204,7 +216,7 @@ class BulkIndexer:
                 if not is_retryable(exc):
                     raise
                 failures_in_a_row += 1
-                if failures_in_a_row > self.max_retries:
+                if failures_in_a_row > self.max_restarts:
                     raise IndexingUnavailable(f"{describe_error(exc)}; {len(pending)} shard(s) not indexed") from None
                 delay = min(MAX_BACKOFF_S, self.initial_backoff_s * 2 ** (failures_in_a_row - 1)) * (0.5 + random.random() / 2)
                 log.warning("bulk request failed (%s); retrying %d shard(s) in %.1fs", describe_error(exc), len(pending), delay)

@@ -30,7 +30,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from indexers.layout import OutputLayout
 from indexers.ledger import superseded_rows
 from indexers.opensearch.aliases import IndexNames, drop_old_indices, ensure_index, next_index, swap_aliases
-from indexers.opensearch.bulk import BulkIndexer, IndexingUnavailable, ShardOutcome, ShardSource, describe_error, is_retryable
+from indexers.opensearch.bulk import (
+    BulkIndexer,
+    IndexingUnavailable,
+    ShardOutcome,
+    ShardSource,
+    describe_error,
+    describe_unavailable,
+    is_retryable,
+)
 from indexers.opensearch.settings import OpenSearchSettings
 from workers.records import utcnow
 from workers.storage import write_bytes_atomic
@@ -224,11 +232,12 @@ def _record(fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str, in
 def index_into(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layout: OutputLayout, run_id: str,
                index: str, only: Optional[set[str]] = None, client: Any = None,
                on_documents: Optional[Callable[[int], None]] = None, instance: Optional[str] = None,
-               verify: bool = False) -> IndexReport:
+               verify: bool = False, max_restarts: Optional[int] = None) -> IndexReport:
     """Index every pending label file into the physical index `index` (`instance`: its UUID, if known).
 
     `verify` (full scans only): first compare the trusted markers with the documents per shard
-    OpenSearch holds, and reindex the shards that disagree.
+    OpenSearch holds, and reindex the shards that disagree. `max_restarts`: how often a failed stream
+    is restarted with backoff (default settings.max_retries).
     """
     client = client or settings.client()
     report = IndexReport(index=index)
@@ -260,7 +269,7 @@ def index_into(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layo
     not_current = superseded_rows(fs, layout) if report.count_mismatches else {}
     overwrite = {shard_id: set(not_current.get(shard_id, {})) for shard_id in report.count_mismatches}
     indexer = BulkIndexer(client, fs, index, settings.bulk_bytes, settings.max_retries, on_documents=on_documents,
-                          overwrite=overwrite)
+                          overwrite=overwrite, max_restarts=max_restarts)
     try:
         for outcome in indexer.index_shards(todo):
             report.shards_pending -= 1
@@ -301,7 +310,7 @@ def sync_index(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, layo
         if not _is_opensearch_failure(exc):
             raise
         pending = len(label_sources(fs, layout)) if only is None else len(only)
-        message = f"OpenSearch at {settings.safe_urls()} unavailable: {describe_error(exc)}"
+        message = describe_unavailable(settings, exc)
         log.warning("%s; %d shard(s) left to index", message, pending)
         return IndexReport(index=names.write_alias, shards_pending=pending, error=message)
     return index_into(settings, fs, layout, run_id, target, only, client=client, on_documents=on_documents, verify=verify)
@@ -324,7 +333,7 @@ def rebuild_index(settings: OpenSearchSettings, fs: fsspec.AbstractFileSystem, l
     except Exception as exc:  # noqa: BLE001 - reported; nothing was changed
         if not _is_opensearch_failure(exc):
             raise
-        return IndexReport(index=names.read_alias, error=f"OpenSearch at {settings.safe_urls()} unavailable: {describe_error(exc)}")
+        return IndexReport(index=names.read_alias, error=describe_unavailable(settings, exc))
     report = index_into(settings, fs, layout, run_id, target, client=client, on_documents=on_documents)
     if report.ok:
         catch_up = index_into(settings, fs, layout, run_id, target, client=client)

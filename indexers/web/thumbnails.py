@@ -1,8 +1,10 @@
 """JPEG thumbnails of indexed images, made by the server from the source bytes.
 
 The caller passes a uri it got from the search backend (never one from a
-client). The bytes are read through fsspec (`workers.storage.filesystem`, so
-s3:// goes through the server's credentials), refused above `max_source_bytes`,
+client). The bytes are read by `workers.reads.read_bytes` (s3:// with the
+server's credentials; regular files only, so a FIFO under an image name is a
+422 at once, never a blocked server thread; a read timeout; an S3 outage is a
+503 after a few seconds), refused above `max_source_bytes`,
 decoded by `workers.images.decode_image` (EXIF rotation, decompression bombs
 refused from the header, CMYK/16-bit/palette to RGB) and shrunk to `size_px`
 on the long side. Finished thumbnails stay in a byte-bounded LRU cache; at
@@ -24,13 +26,9 @@ from typing import Optional
 from PIL import Image
 
 from workers.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
-from workers.storage import (
-    StorageAccessDenied,
-    StorageOptions,
-    StorageUnavailable,
-    classify_storage_error,
-    filesystem,
-)
+from workers.records import ErrorKind
+from workers.reads import UnreadableObject, read_bytes
+from workers.storage import StorageAccessDenied, StorageOptions, StorageUnavailable
 
 log = logging.getLogger("humantag.web.thumbnails")
 
@@ -129,7 +127,8 @@ class ThumbnailMaker:
     ) -> None:
         if not 16 <= size_px <= 2048:
             raise ValueError(f"thumbnail size must be 16..2048 pixels, got {size_px}")
-        self.storage = storage
+        # A page waits for its thumbnails: an outage answers 503 within seconds, not after a run's budget.
+        self.storage = storage.model_copy(update={"retry_budget_s": min(storage.retry_budget_s, 5.0)})
         self.size_px = size_px
         self.max_source_bytes = max_source_bytes
         self.max_pixels = max_pixels
@@ -152,25 +151,23 @@ class ThumbnailMaker:
         return thumb
 
     def _read(self, uri: str) -> bytes:
+        # read_bytes opens regular files only and never blocks past the storage's read timeout:
+        # a FIFO under an image name cannot hold a server thread.
         try:
-            fs, path = filesystem(uri, self.storage)
-            with fs.open(path, "rb") as fh:
-                data = fh.read(self.max_source_bytes + 1)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise SourceMissing("missing", "the source image no longer exists") from None
-        except Exception as exc:  # noqa: BLE001 - mapped to a status, logged with detail server-side
-            mapped = classify_storage_error(exc)
-            log.warning("reading %s for a thumbnail failed: %s: %s", uri, type(exc).__name__, exc)
-            if isinstance(mapped, StorageAccessDenied):
-                raise StorageFailed("access_denied", "the storage refused the server's credentials") from None
-            if isinstance(mapped, StorageUnavailable):
-                raise StorageFailed("storage_unavailable", "the storage could not be reached; try again") from None
-            raise SourceUnreadable("read_error", f"the source image could not be read ({type(exc).__name__})") from None
-        if len(data) > self.max_source_bytes:
-            raise SourceUnreadable(
-                "too_large", f"the source image is larger than {self.max_source_bytes // 2**20} MiB"
-            )
-        return data
+            return read_bytes(uri, self.storage, max_bytes=self.max_source_bytes)
+        except UnreadableObject as exc:
+            if exc.kind == ErrorKind.MISSING:
+                raise SourceMissing(exc.kind.value, "the source image no longer exists") from None
+            if exc.kind == ErrorKind.TOO_LARGE:
+                raise SourceUnreadable(
+                    exc.kind.value, f"the source image is larger than {self.max_source_bytes // 2**20} MiB"
+                ) from None
+            log.warning("reading %s for a thumbnail failed: %s", uri, exc.message)
+            raise SourceUnreadable(exc.kind.value, _one_line(exc.message)) from None
+        except StorageAccessDenied:
+            raise StorageFailed("access_denied", "the storage refused the server's credentials") from None
+        except StorageUnavailable:
+            raise StorageFailed("storage_unavailable", "the storage could not be reached; try again") from None
 
     def _render(self, uri: str, data: bytes, etag: str) -> Thumbnail:
         # The project's decoder: EXIF transpose, bomb check before allocating, any mode to RGB;
