@@ -108,15 +108,8 @@ def label_shard(shard: ShardSpec, pool: LabelerPool, config: RunConfig, decode: 
 
 
 def current_versions(labeler: Labeler) -> CurrentVersions:
-    versions = getattr(labeler, "current_versions", None)
-    try:
-        prompt_version = getattr(labeler, "prompt_version", None)
-    except RuntimeError:  # known only after setup() for some labelers: compare labeler versions only
-        prompt_version = None
-    return CurrentVersions(
-        labeler_versions=tuple(versions() if callable(versions) else (labeler.version,)),
-        prompt_version=prompt_version,
-    )
+    """What rows must carry to count as current: from the labeler's options, no weights loaded."""
+    return CurrentVersions(labeler.current_identities())
 
 
 def plan_run(config: RunConfig, run_id: str, labeler: Labeler | None = None, plan_root: str | None = None) -> RunPlan:
