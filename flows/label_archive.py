@@ -109,7 +109,10 @@ def label_shard(shard: ShardSpec, pool: LabelerPool, config: RunConfig, decode: 
 
 def current_versions(labeler: Labeler) -> CurrentVersions:
     """What rows must carry to count as current: from the labeler's options, no weights loaded."""
-    return CurrentVersions(labeler.current_identities())
+    try:
+        return CurrentVersions(labeler.current_identities())
+    except (FileNotFoundError, PermissionError) as exc:  # weights missing here, hub offline, access denied
+        raise UserError(f"cannot tell which version labeler {labeler.name} is: {exc}") from exc
 
 
 def plan_run(config: RunConfig, run_id: str, labeler: Labeler | None = None, plan_root: str | None = None) -> RunPlan:

@@ -87,6 +87,15 @@ def test_humanvlm_identity_without_loading_matches_the_loaded_one(tiny_llava_dir
     assert all(o.identity().version == identity.version for o in others)
 
 
+def test_unknown_identity_is_a_user_error(tmp_path: Path) -> None:
+    from flows.errors import UserError
+    from flows.label_archive import current_versions
+
+    missing = create_labeler("humanvlm", LabelerOptions(model=str(tmp_path / "no-such-model")))
+    with pytest.raises(UserError, match="does not exist on this node"):
+        current_versions(missing)
+
+
 def test_hub_identity_from_the_revision_or_the_cache_never_a_download(
     tiny_llava_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
