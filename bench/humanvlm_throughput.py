@@ -1,9 +1,10 @@
 """HumanVLM per image: the one-conversation path against the old two-pass path, same run, same images.
 
-Counts per image, measured on the model itself: prefill tokens (real tokens fed in a
-prefill, padding excluded), generated tokens, vision-tower passes (a forward hook on
-the vision tower counts images) and generate() calls (per batch, divided by the
-batch's images), plus the share of schema-valid outputs and images/s as a ratio.
+Counts per image: prefill tokens (real tokens fed in a prefill, padding excluded), and
+as measured by a hook on the language model the positions its multi-token forwards
+computed (padding included: what the GPU pays), generated tokens, vision-tower passes
+(a forward hook on the vision tower counts images) and generate() calls (per batch,
+divided by the batch's images), plus the share of schema-valid outputs and images/s.
 
 The baseline is the path the labeler used before issue 10, kept here and only here:
 caption and attributes as two independent prompts, each prefilling the system prompt
@@ -62,6 +63,7 @@ class Counts:
     generated_tokens: int = 0
     vision_passes: int = 0
     generate_calls: int = 0
+    lm_prefill_positions: int = 0  # measured by a hook, padding included
     valid: int = 0
     seconds: float = 0.0
     captions: list[str] = field(default_factory=list)
@@ -78,7 +80,9 @@ class Probe:
         self.model = lab._loaded.model
         self.vision_images = 0
         self.generate_calls = 0
+        self.lm_prefill_positions = 0  # positions the language model computed in multi-token forwards
         self._hook = self.model.model.vision_tower.register_forward_hook(self._seen)
+        self._lm_hook = self.model.model.language_model.register_forward_pre_hook(self._lm_forward, with_kwargs=True)
         self._generate = self.model.generate
 
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -90,8 +94,14 @@ class Probe:
     def _seen(self, _module: Any, args: tuple, _out: Any) -> None:
         self.vision_images += int(args[0].shape[0])
 
+    def _lm_forward(self, _module: Any, args: tuple, kwargs: dict) -> None:
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is not None and embeds.shape[1] > 1:
+            self.lm_prefill_positions += int(embeds.shape[0] * embeds.shape[1])
+
     def close(self) -> None:
         self._hook.remove()
+        self._lm_hook.remove()
         self.model.generate = self._generate
 
 
@@ -139,6 +149,7 @@ def measure(lab: HumanVLMLabeler, path: Callable[..., list[LabelOutput]], all_im
     finally:
         probe.close()
     counts.vision_passes, counts.generate_calls = probe.vision_images, probe.generate_calls
+    counts.lm_prefill_positions = probe.lm_prefill_positions
     return counts
 
 
@@ -176,11 +187,11 @@ def compare(name: str, model: str, args: argparse.Namespace, cache_dir: str | No
     chars_per_token = len(text) / len(lab._loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
     print(f"\n{name} ({chars_per_token:.1f} characters per text token), {lab._loaded.model.config.vision_config.image_size} px "
           f"vision input, device {lab._loaded.device}")
-    print(f"{'per image':<18} {'prefill tok':>11} {'generated':>9} {'vision passes':>13} {'generate()':>10} "
-          f"{'schema-valid':>12} {'img/s':>7}")
+    print(f"{'per image':<18} {'prefill tok':>11} {'(+padding)':>10} {'generated':>9} {'vision passes':>13} "
+          f"{'generate()':>10} {'schema-valid':>12} {'img/s':>7}")
     for label, c in (("two-pass (old)", old), ("one conversation", new)):
-        print(f"{label:<18} {c.prefill_tokens / n:11.1f} {c.generated_tokens / n:9.1f} {c.vision_passes / n:13.2f} "
-              f"{c.generate_calls / n:10.3f} {100 * c.valid / n:11.0f}% {n / seconds[label]:7.2f}")
+        print(f"{label:<18} {c.prefill_tokens / n:11.1f} {c.lm_prefill_positions / n:10.1f} {c.generated_tokens / n:9.1f} "
+              f"{c.vision_passes / n:13.2f} {c.generate_calls / n:10.3f} {100 * c.valid / n:11.0f}% {n / seconds[label]:7.2f}")
     print(f"new / old: prefill {new.prefill_tokens / old.prefill_tokens:.3f} (goal <= 0.7), generated "
           f"{new.generated_tokens / old.generated_tokens:.3f}, vision passes {new.vision_passes / old.vision_passes:.2f}, "
           f"images/s {seconds['two-pass (old)'] / seconds['one conversation']:.2f}x; captions identical to the old "
