@@ -225,15 +225,18 @@ def projection(lab: HumanVLMLabeler) -> None:
     """Both paths on an H100 from token counts (text tokens from characters, as cost.py does)."""
     fields = describe_fields(lab.spec)
     ph = prompts.IMAGE_PLACEHOLDER
-    old_prefill = (2 * cost.IMAGE_TOKENS + cost.text_tokens(prompts.chat(prompts.CAPTION_INSTRUCTION, ph))
-                   + cost.text_tokens(prompts.chat(prompts.ATTRIBUTES_INSTRUCTION.format(fields=fields), ph)))
+    caption_pass = cost.IMAGE_TOKENS + cost.text_tokens(prompts.chat(prompts.CAPTION_INSTRUCTION, ph))
+    attributes_pass = cost.IMAGE_TOKENS + cost.text_tokens(prompts.chat(prompts.ATTRIBUTES_INSTRUCTION.format(fields=fields), ph))
     new = cost.image_cost(lab._build_prompts(ph), lab.spec, cost.CAPTION_TOKENS, lab.attributes_max_new_tokens)
-    old = cost.ImageCost(old_prefill, new.generated_tokens, vision_passes=2)
+    attributes = cost.attributes_tokens(lab.spec, lab.attributes_max_new_tokens)
+    old = cost.ImageCost(caption_pass + attributes_pass, new.generated_tokens, 2,
+                         cost.mean_context([(caption_pass, cost.CAPTION_TOKENS), (attributes_pass, attributes)]))
     print("\nprojected on one H100 (Llama-3-8B + SigLIP, 729 image tokens, ~4 characters per text token, "
           f"{new.generated_tokens:.0f} generated tokens per image):")
     for name, c in (("two-pass (old)", old), ("one conversation", new)):
         print(f"  {name:<18} prefill {c.prefill_tokens:6.0f} tok  {c.flops / 1e12:5.1f} TFLOP/image  "
-              f"compute ceiling {c.compute_ceiling():5.1f} img/s  roofline at batch 16 {c.roofline(16):5.2f} img/s")
+              f"compute ceiling {c.compute_ceiling():5.1f} img/s  roofline at batch 16 {c.roofline(16):5.2f} img/s "
+              f"(prefill {c.prefill_share(16):.0%} of it)")
     print(f"  issue's yardstick: ~74 img/s for an 8B model at ~800 tokens per image (13.3 TFLOP); "
           f"new/old FLOPs {new.flops / old.flops:.3f}")
 

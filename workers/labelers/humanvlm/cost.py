@@ -41,6 +41,7 @@ class ImageCost:
     prefill_tokens: float  # per image
     generated_tokens: float
     vision_passes: int
+    decode_context: float  # mean KV-cache length per sequence while decoding
 
     @property
     def flops(self) -> float:
@@ -50,13 +51,21 @@ class ImageCost:
         """Images/s if every FLOP ran at peak (the issue's yardstick: ~74 for 800 tokens)."""
         return PEAK_FLOPS / self.flops
 
-    def roofline(self, batch_size: int) -> float:
-        """Images/s of one replica: prefill at PREFILL_EFFICIENCY of peak, decode bandwidth-bound."""
+    def batch_seconds(self, batch_size: int) -> tuple[float, float]:
+        """(prefill, decode) seconds of one batch: prefill at PREFILL_EFFICIENCY of peak FLOP/s,
+        each decode step reading the weights and the batch's KV cache at DECODE_EFFICIENCY of HBM."""
         prefill_s = batch_size * self.flops_prefill / (PEAK_FLOPS * PREFILL_EFFICIENCY)
-        context = self.prefill_tokens + self.generated_tokens / 2  # mean KV length while decoding
-        step_bytes = WEIGHT_BYTES + batch_size * context * KV_BYTES_PER_TOKEN
+        step_bytes = WEIGHT_BYTES + batch_size * self.decode_context * KV_BYTES_PER_TOKEN
         step_s = max(step_bytes / (HBM_BYTES_PER_S * DECODE_EFFICIENCY), 2 * LLM_PARAMS * batch_size / PEAK_FLOPS)
-        return batch_size / (prefill_s + self.generated_tokens * step_s)
+        return prefill_s, self.generated_tokens * step_s
+
+    def roofline(self, batch_size: int) -> float:
+        """Images/s of one replica."""
+        return batch_size / sum(self.batch_seconds(batch_size))
+
+    def prefill_share(self, batch_size: int) -> float:
+        prefill_s, decode_s = self.batch_seconds(batch_size)
+        return prefill_s / (prefill_s + decode_s)
 
     @property
     def flops_prefill(self) -> float:
@@ -67,12 +76,26 @@ def text_tokens(text: str) -> float:
     return len(text.replace(IMAGE_PLACEHOLDER, "")) / CHARS_PER_TOKEN
 
 
+def attributes_tokens(spec: SchemaSpec, attributes_max_new_tokens: int) -> int:
+    persons = min(TYPICAL_PERSONS, spec.max_persons)
+    return min(ATTRIBUTES_BASE_TOKENS + ATTRIBUTES_TOKENS_PER_PERSON * persons, attributes_max_new_tokens)
+
+
+def mean_context(turns: list[tuple[float, float]]) -> float:
+    """Mean KV length over decode steps, from (context before the turn's answer, answer tokens) per turn."""
+    steps = sum(answer for _, answer in turns)
+    return sum(answer * (before + answer / 2) for before, answer in turns) / steps if steps else 0.0
+
+
 def image_cost(prompts: Prompts, spec: SchemaSpec, caption_tokens: int, attributes_max_new_tokens: int) -> ImageCost:
     """One conversation per image: the image and both requests are prefilled once."""
-    prefill = IMAGE_TOKENS + text_tokens(prompts.first) + text_tokens(prompts.follow_up or "")
-    persons = min(TYPICAL_PERSONS, spec.max_persons)
-    attributes = min(ATTRIBUTES_BASE_TOKENS + ATTRIBUTES_TOKENS_PER_PERSON * persons, attributes_max_new_tokens)
-    return ImageCost(prefill, caption_tokens + attributes, vision_passes=1)
+    attributes = attributes_tokens(spec, attributes_max_new_tokens)
+    first = IMAGE_TOKENS + text_tokens(prompts.first)
+    if prompts.follow_up is None:
+        return ImageCost(first, attributes, 1, mean_context([(first, attributes)]))
+    follow_up = text_tokens(prompts.follow_up)
+    context = mean_context([(first, caption_tokens), (first + caption_tokens + follow_up, attributes)])
+    return ImageCost(first + follow_up, caption_tokens + attributes, 1, context)
 
 
 def projected_throughput(prompts: Prompts, caption_max_new_tokens: Optional[int], spec: SchemaSpec,
