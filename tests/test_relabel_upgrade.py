@@ -19,7 +19,7 @@ from workers.labelers import LabelerOptions, create_labeler
 from workers.storage import StorageOptions
 
 pytestmark = pytest.mark.slow
-IMAGES = 6
+IMAGES = 4
 
 
 def _upload_photos(s3, bucket: str) -> None:
@@ -36,7 +36,7 @@ def _config(bucket: str, dest: Path, model: Path, cache: Path, max_persons: int,
         source=SourceSpec(url=f"s3://{bucket}/photos"), dest=str(dest), labeler="humanvlm",
         labeler_options=LabelerOptions(model=str(model), batch_size=IMAGES, device="cpu", extra={
             "max_persons": max_persons, "caption_max_new_tokens": 4, "cache_dir": str(cache)}),
-        shard_size=4, storage=StorageOptions.from_env(), **mode,
+        shard_size=3, storage=StorageOptions.from_env(), **mode,
     )
 
 
