@@ -1,9 +1,48 @@
-"""Rates used to estimate the cost of a plan (backfill --dry-run)."""
+"""How long a plan takes on the chosen labeler: the `--dry-run` estimate.
 
-# HumanVLM images per second per GPU used for GPU-hour estimates. The issue's compute
-# ceiling for an 8B LLaVA at ~600 prompt + ~200 output tokens is ~74 images/s on one
-# H100 (989 dense bf16 TFLOP/s); our prompts are longer (~1,100 tokens per pass, two
-# passes, see docs/humanvlm.md) and real utilisation is well below the ceiling, so the
-# default assumes a third of it. No GPU was available to measure it (docs/performance.md):
-# pass the figure `bench/humanvlm_throughput.py` measures on your GPUs with --gpu-rate.
-DEFAULT_GPU_IMAGES_PER_SECOND = 25.0
+The rate is the labeler's own figure (`Labeler.throughput()`: measured by a bench,
+or projected from the labeler's settings, the gate's pass rate included), and the
+estimate says which. `--gpu-rate` overrides it with a figure measured on your GPUs
+(`bench/humanvlm_throughput.py --model ...`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from workers.labelers.base import Labeler, Throughput
+
+
+@dataclass(frozen=True)
+class Estimate:
+    images: int
+    rate: Throughput
+
+    @property
+    def hours(self) -> float:
+        return self.images / self.rate.images_per_second / 3600
+
+    def row(self) -> tuple[str, str]:
+        """(label, value) for the dry-run table."""
+        return (
+            f"estimated {self.rate.accelerator}-hours",
+            f"{self.hours:,.2f} at {self.rate.images_per_second:.3g} images/s per {self.rate.accelerator} "
+            f"({self.rate.source})",
+        )
+
+
+def estimate(labeler: Labeler, images: int, override_rate: Optional[float] = None) -> Optional[Estimate]:
+    """None when the labeler has no figure and none was given."""
+    own = labeler.throughput()
+    if override_rate is not None:
+        accelerator = own.accelerator if own is not None else "GPU"
+        return Estimate(images, Throughput(override_rate, accelerator, "--gpu-rate"))
+    return Estimate(images, own) if own is not None else None
+
+
+def estimate_row(labeler: Labeler, images: int, override_rate: Optional[float] = None) -> tuple[str, str]:
+    found = estimate(labeler, images, override_rate)
+    if found is None:
+        return "estimated hours", f"unknown: {labeler.name} gives no rate; pass --gpu-rate IMAGES_PER_S"
+    return found.row()

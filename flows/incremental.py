@@ -7,7 +7,8 @@ memory stays bounded for millions of objects:
   new       listed, never labeled, or labeled only before it was deleted from the source
             (re-added: the new row supersedes the tombstoned one)
   changed   listed with another etag / mtime / size than the labeled version
-  stale     unchanged, but labeled by another labeler/prompt/schema version (--relabel-stale)
+  stale     unchanged, but labeled under an identity (labeler, prompt, schema version) the
+            labeler no longer has (--relabel-stale)
   retry     last attempt failed with a retryable error kind (workers.records.RETRYABLE_ERROR_KINDS)
   deleted   labeled and live in the ledger, no longer listed (under the same source prefix)
 """
@@ -33,19 +34,28 @@ from flows.plan import LISTING_SCHEMA, PlanCounts, PlannedObject, RunPlan, build
 from indexers.layout import OutputLayout
 from indexers.ledger import current_rows_sql, ledger_dataset, live_rows_sql
 from workers.loader import SourceObject
-from workers.records import RETRYABLE_ERROR_KINDS, SCHEMA_VERSION
+from workers.labelers.base import LabelerIdentity
+from workers.records import RETRYABLE_ERROR_KINDS
 from workers.storage import filesystem, protocol_of
 
 log = logging.getLogger(__name__)
 
 DELETED_SCHEMA = pa.schema([pa.field("uri", pa.string()), pa.field("shard_id", pa.string())])
+CURRENT_SCHEMA = pa.schema([pa.field(name, pa.string()) for name in ("labeler_version", "prompt_version", "schema_version")])
 
 
 @dataclass(frozen=True)
 class CurrentVersions:
-    labeler_versions: tuple[str, ...]  # versions that count as current (a composite labeler has several)
-    prompt_version: Optional[str]
-    schema_version: str = SCHEMA_VERSION
+    """The identities a current row may carry (a composite labeler has several)."""
+
+    identities: tuple[LabelerIdentity, ...]
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_pylist(
+            [{"labeler_version": i.version, "prompt_version": i.prompt_version, "schema_version": i.schema_version}
+             for i in self.identities],
+            schema=CURRENT_SCHEMA,
+        )
 
 
 def source_uri_prefix(url: str) -> str:
@@ -112,10 +122,11 @@ joined as (
                  or (g.etag is not null and l.etag is not null and g.etag <> l.etag)
                  or (g.mtime_s is not null and l.mtime is not null and abs(g.mtime_s - l.mtime) > 0.001) then 'changed'
             when g.status = 'error' and g.error_kind in ({retryable}) then 'retry'
-            when $relabel_stale and (
-                 g.labeler_version not in (select unnest($versions))
-                 or g.schema_version is distinct from $schema_version
-                 or ($prompt_version is not null and g.prompt_version is distinct from $prompt_version)) then 'stale'
+            -- A row without a prompt version never reached the prompt (e.g. the image did not decode).
+            when $relabel_stale and not exists (
+                 select 1 from current_identities c
+                 where c.labeler_version = g.labeler_version and c.schema_version = g.schema_version
+                   and (g.prompt_version is null or g.prompt_version is not distinct from c.prompt_version)) then 'stale'
             else 'unchanged'
         end as reason
     from listing l left join ledger_one g using (uri) left join holders h using (uri)
@@ -182,12 +193,8 @@ def build_incremental_plan(
         ledger = ds.dataset(ARROW_SCHEMA.empty_table())
     with _listing_and_ledger(objects, ledger) as (con, listed):
         counts.listed = listed
-        params = {
-            "relabel_stale": relabel_stale,
-            "versions": list(current.labeler_versions),
-            "schema_version": current.schema_version,
-            "prompt_version": current.prompt_version,
-        }
+        con.register("current_identities", current.table())
+        params = {"relabel_stale": relabel_stale}
         retryable = ", ".join(f"'{kind}'" for kind in sorted(k.value for k in RETRYABLE_ERROR_KINDS))
         if track_deletions:  # before the plan file, which marks planning as finished
             counts.deleted = _write_deleted(con, spec, fs, layout, run_id)

@@ -115,15 +115,11 @@ def label_shard(shard: ShardSpec, pool: LabelerPool, config: RunConfig, decode: 
 
 
 def current_versions(labeler: Labeler) -> CurrentVersions:
-    versions = getattr(labeler, "current_versions", None)
+    """What rows must carry to count as current: from the labeler's options, no weights loaded."""
     try:
-        prompt_version = getattr(labeler, "prompt_version", None)
-    except RuntimeError:  # known only after setup() for some labelers: compare labeler versions only
-        prompt_version = None
-    return CurrentVersions(
-        labeler_versions=tuple(versions() if callable(versions) else (labeler.version,)),
-        prompt_version=prompt_version,
-    )
+        return CurrentVersions(labeler.current_identities())
+    except (FileNotFoundError, PermissionError) as exc:  # weights missing here, hub offline, access denied
+        raise UserError(f"cannot tell which version labeler {labeler.name} is: {exc}") from exc
 
 
 def plan_run(config: RunConfig, run_id: str, labeler: Labeler | None = None, plan_root: str | None = None) -> RunPlan:

@@ -17,7 +17,7 @@ from rich.table import Table
 from flows import progress
 from flows.config import PoolConfig, RunConfig
 from flows.errors import UserError
-from flows.estimates import DEFAULT_GPU_IMAGES_PER_SECOND
+from flows.estimates import estimate_row
 from flows.listing import SourceSpec, iter_source
 from workers.labelers import LabelerOptions, is_known_labeler, labeler_names
 from workers.loader import DecodeOptions
@@ -59,7 +59,7 @@ class RunRequest:
     listing_workers: int = 1
     backfill: bool = False
     dry_run: bool = False
-    gpu_rate: float = DEFAULT_GPU_IMAGES_PER_SECOND
+    gpu_rate: Optional[float] = None  # None: the labeler's own figure
     opensearch: Optional[Any] = None  # indexers.opensearch.settings.OpenSearchSettings
 
 
@@ -207,14 +207,16 @@ def execute_run(req: RunRequest) -> None:
         raise SystemExit(INDEX_PENDING_EXIT_CODE)
 
 
-def print_dry_run(config: RunConfig, gpu_rate: float, console: Console) -> None:
+def print_dry_run(config: RunConfig, gpu_rate: Optional[float], console: Console) -> None:
     """Plan into a scratch folder (DEST is not written) and say what a run would do."""
     import tempfile
 
     from flows.label_archive import plan_run
+    from workers.labelers import create_labeler
 
+    labeler = create_labeler(config.labeler, config.labeler_options)  # options only: no weights load
     with tempfile.TemporaryDirectory(prefix="humantag-dry-run-") as scratch:
-        plan = plan_run(config, config.resolved_run_id(), plan_root=scratch)
+        plan = plan_run(config, config.resolved_run_id(), labeler, plan_root=scratch)
     counts = plan.counts
     table = Table(title=f"plan for {config.source.url} -> {config.dest} (dry run: nothing written)", show_header=False)
     table.add_row("objects listed", f"{counts.listed:,}")
@@ -225,8 +227,7 @@ def print_dry_run(config: RunConfig, gpu_rate: float, console: Console) -> None:
         if counts.deleted:
             table.add_row("deleted from the source", f"{counts.deleted:,}")
     table.add_row("shards", f"{len(plan.shards):,} of up to {config.shard_size}")
-    hours = plan.total_objects / gpu_rate / 3600 if gpu_rate > 0 else float("nan")
-    table.add_row("estimated HumanVLM GPU-hours", f"{hours:,.2f} at {gpu_rate:g} images/s per GPU (--gpu-rate)")
+    table.add_row(*estimate_row(labeler, plan.total_objects, gpu_rate))
     console.print(table)
 
 

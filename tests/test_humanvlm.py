@@ -84,12 +84,12 @@ def test_image_tokens_match_vision_tower(labeler: HumanVLMLabeler, tiny_llava_de
     for lab in (labeler, other):
         loaded = lab._loaded
         for image in make_images():
-            prepared = generation.prepare(loaded, image, lab._prompts.caption, lab._prompts.attributes)
+            prepared = generation.prepare(loaded, image, lab._prompts.first)
             with torch.inference_mode():
                 features = loaded.model.get_image_features(pixel_values=prepared.pixel_values).pooler_output
             n_features = sum(f.shape[0] for f in features) if isinstance(features, (list, tuple)) else features.shape[-2]
             assert prepared.num_image_tokens == n_features
-            assert int((prepared.attributes_ids == loaded.image_token_id).sum()) == n_features
+            assert int((prepared.prompt_ids == loaded.image_token_id).sum()) == n_features
             counts[loaded.model.config.vision_feature_select_strategy] = n_features
     # 32 px / patch 8 = 16 patches; "default" drops one (the CLS slot SigLIP doesn't have).
     assert counts == {"full": 16, "default": 15}
@@ -97,10 +97,10 @@ def test_image_tokens_match_vision_tower(labeler: HumanVLMLabeler, tiny_llava_de
 
 def test_left_padding_does_not_change_output(labeler: HumanVLMLabeler) -> None:
     loaded = labeler._loaded
-    prepared = generation.prepare(loaded, make_images()[0], labeler._prompts.caption, labeler._prompts.attributes)
-    longer = torch.cat([prepared.caption_ids[:1], torch.tensor([50, 60, 70, 80, 90]), prepared.caption_ids[1:]])
-    alone = generation.generate(loaded, [prepared.caption_ids], [prepared.pixel_values], 12)
-    padded = generation.generate(loaded, [longer, prepared.caption_ids], [prepared.pixel_values] * 2, 12)
+    prepared = generation.prepare(loaded, make_images()[0], labeler._prompts.first)
+    longer = torch.cat([prepared.prompt_ids[:1], torch.tensor([50, 60, 70, 80, 90]), prepared.prompt_ids[1:]])
+    alone = generation.generate(loaded, [prepared.prompt_ids], [prepared.pixel_values], 12)
+    padded = generation.generate(loaded, [longer, prepared.prompt_ids], [prepared.pixel_values] * 2, 12)
     assert padded[1].token_ids == alone[0].token_ids
 
 
@@ -139,11 +139,11 @@ def test_tight_token_budget_still_parses(tiny_llava_dir: Path, tmp_path: Path) -
 
 
 def test_sensitive_attributes_only_when_enabled(tiny_llava_dir: Path, labeler: HumanVLMLabeler, tmp_path: Path) -> None:
-    assert "gender_presentation" not in labeler._prompts.attributes
+    assert "gender_presentation" not in labeler._prompts.follow_up
     assert labeler.run_info()["sensitive_attributes"] is False
     lab = create_labeler("humanvlm", options(tiny_llava_dir, tmp_path, sensitive=True, caption=False))
     lab.setup()
-    assert "gender_presentation" in lab._prompts.attributes
+    assert "gender_presentation" in lab._prompts.first  # no caption: the attributes are the first turn
     assert lab.prompt_version != labeler.prompt_version
     assert lab.run_info()["sensitive_attributes"] is True
     # The grammar itself admits the field only when enabled: the model cannot emit it otherwise.
@@ -178,7 +178,7 @@ def test_bad_images_are_error_rows_in_parquet(tiny_llava_dir: Path, tmp_path: Pa
     for i in range(3):
         row = back[f"mem://img{i}.png"]
         assert row.labeler == "humanvlm" and row.labeler_version == version
-        assert row.prompt_version and row.prompt_version.startswith("v1-")
+        assert row.prompt_version and row.prompt_version.startswith("v2-")
         assert row.scene is not None and row.people_count is not None
     assert set(table.column("labeler_version").to_pylist()) == {version}
 
@@ -191,7 +191,7 @@ def test_runs_in_a_ray_actor(ray_local, tiny_llava_dir: Path, tmp_path: Path) ->
     pool = LabelerPool("humanvlm", opts, replicas=1, placement=placement)
     try:
         (description,) = pool.descriptions
-        assert description["device"] == "cpu" and description["prompt_version"].startswith("v1-")
+        assert description["device"] == "cpu" and description["prompt_version"].startswith("v2-")
         index, ref = pool.submit(ray.put(make_images(SIZES[:2])), "run1", "shard1")
         rows = ray.get(ref)
         pool.done(index)
@@ -199,3 +199,65 @@ def test_runs_in_a_ray_actor(ray_local, tiny_llava_dir: Path, tmp_path: Path) ->
         pool.shutdown()
     assert [r.status for r in rows] == ["ok", "ok"]
     assert all(r.labeler_version == description["labeler_version"] and r.prompt_version for r in rows)
+
+
+ATTRIBUTE_STEPS = 48  # enough constrained steps to compare; complete outputs are checked elsewhere
+
+
+class _StopAt:
+    """Ends row i's answer after steps[i] tokens (None: never), as a model that says less would."""
+
+    def __init__(self, steps: list, stop_id: int) -> None:
+        self.steps, self.stop_id, self.step = steps, stop_id, 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for row, at in enumerate(self.steps):
+            if at == self.step:
+                scores[row] = float("-inf")
+                scores[row, self.stop_id] = 0.0
+        self.step += 1
+        return scores
+
+
+def test_one_conversation_per_image_reuses_the_kv_cache_exactly(labeler: HumanVLMLabeler) -> None:
+    """The attributes turn, continued from the caption's cache in a left-padded batch, is what
+    recomputing each image's whole conversation from scratch gives; the vision tower runs once
+    per image and the attributes turn prefills only its own request."""
+    loaded, prompts = labeler._loaded, labeler._prompts
+    images = make_images([(20, 30), (64, 48), (33, 33)], seed=5)
+    prepared = [generation.prepare(loaded, image, prompts.first) for image in images]
+    encoded: list[int] = []
+    hook = loaded.model.model.vision_tower.register_forward_hook(
+        lambda _m, args, _out: encoded.append(int(args[0].shape[0])))
+    try:
+        said, conversation, first = generation.start(
+            loaded, [p.prompt_ids for p in prepared], [p.pixel_values for p in prepared], 24,
+            _StopAt([3, None, 11], loaded.stop_token_id))
+        follow_up = labeler._follow_up_ids
+        attrs, _, second = generation.reply(loaded, conversation, follow_up, ATTRIBUTE_STEPS,
+                                            labeler._constraint.logits_processor(), with_probabilities=True)
+    finally:
+        hook.remove()
+    assert encoded == [len(images)]  # one vision pass for the batch, none for the second turn
+    assert second.prefill_tokens == len(images) * len(follow_up) + sum(not g.finished for g in said)
+    assert [len(g.token_ids) for g in said] == [3, 24, 11]  # stop token and padding masked mid-row
+    for p, caption, batched in zip(prepared, said, attrs):
+        whole = torch.cat([p.prompt_ids, torch.tensor(caption.token_ids, dtype=torch.long), follow_up])
+        (alone,) = generation.generate(loaded, [whole], [p.pixel_values], ATTRIBUTE_STEPS,
+                                       labeler._constraint.logits_processor(), with_probabilities=True)
+        assert len(batched.token_ids) == ATTRIBUTE_STEPS and batched.token_ids == alone.token_ids
+        assert batched.probabilities == pytest.approx(alone.probabilities, abs=1e-4)
+
+
+def test_labeler_counts_one_vision_pass_per_image(labeler: HumanVLMLabeler) -> None:
+    before = (labeler.stats.images, labeler.stats.generate_calls)
+    encoded: list[int] = []
+    hook = labeler._loaded.model.model.vision_tower.register_forward_hook(
+        lambda _m, args, _out: encoded.append(int(args[0].shape[0])))
+    try:
+        outputs = labeler.label(make_images())
+    finally:
+        hook.remove()
+    assert all(o.error_kind is None and o.caption for o in outputs)
+    assert sum(encoded) == len(SIZES)
+    assert (labeler.stats.images - before[0], labeler.stats.generate_calls - before[1]) == (len(SIZES), 2)

@@ -2,22 +2,24 @@
 
 `LabeledImage` is the single definition; `ARROW_SCHEMA` is derived from it, so
 the Parquet files, the OpenSearch mapping and the Python objects always agree.
-Bump SCHEMA_VERSION when a field changes meaning or type. ErrorKind lists the error kinds.
+SCHEMA_VERSION is derived too: a hash of the Arrow schema and of every enumerated
+value, so it changes exactly when a field, its type or its allowed values do.
+ErrorKind lists the error kinds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import types
 from enum import Enum
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from workers.attributes import Person, Quality, Scene
-
-SCHEMA_VERSION = "1.0"
 
 Status = Literal["ok", "error"]
 
@@ -56,7 +58,7 @@ class ErrorKind(str, Enum):
 
 # Incremental runs and backfills label rows with these kinds again.
 RETRYABLE_ERROR_KINDS: frozenset[ErrorKind] = frozenset(
-    {ErrorKind.MISSING, ErrorKind.READ_ERROR, ErrorKind.READ_TIMEOUT, ErrorKind.LABEL_ERROR}
+    {ErrorKind.MISSING, ErrorKind.READ_ERROR, ErrorKind.READ_TIMEOUT, ErrorKind.LABEL_ERROR, ErrorKind.GENERATION_ERROR}
 )
 
 
@@ -82,7 +84,7 @@ class LabeledImage(BaseModel):
     labeler: str
     labeler_version: str
     prompt_version: Optional[str] = None
-    schema_version: str = SCHEMA_VERSION
+    schema_version: str = Field(default_factory=lambda: SCHEMA_VERSION)  # derived below, from this model
     run_id: str
     shard_id: str
     labeled_at: dt.datetime
@@ -134,6 +136,29 @@ def arrow_fields(model: type[BaseModel]) -> list[pa.Field]:
         for name, field in model.model_fields.items()
     ]
 
+
+def _enum_values(annotation: Any, path: str, out: dict[str, list[str]]) -> None:
+    """Every Literal's allowed values, by field path (they are strings in Arrow, but part of the schema)."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        out[path] = [str(v) for v in get_args(annotation)]
+    elif origin in (Union, types.UnionType, list):
+        for arg in get_args(annotation):
+            _enum_values(arg, path, out)
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        for name, field in annotation.model_fields.items():
+            _enum_values(field.annotation, f"{path}.{name}" if path else name, out)
+
+
+def schema_fingerprint(model: type[BaseModel]) -> str:
+    """A short hash of `model`'s Arrow schema (names, types, nullability) and enumerated values."""
+    enums: dict[str, list[str]] = {}
+    _enum_values(model, "", enums)
+    arrow = pa.schema(arrow_fields(model)).to_string(show_schema_metadata=False, show_field_metadata=False)
+    return hashlib.sha256(json.dumps([arrow, enums], sort_keys=True).encode()).hexdigest()[:12]
+
+
+SCHEMA_VERSION: str = schema_fingerprint(LabeledImage)
 
 ARROW_SCHEMA: pa.Schema = pa.schema(
     arrow_fields(LabeledImage), metadata={b"humantag.schema_version": SCHEMA_VERSION.encode()}

@@ -12,7 +12,6 @@ import typer
 
 from flows.commands import opensearch_options as os_opts
 from flows.errors import UserError
-from flows.estimates import DEFAULT_GPU_IMAGES_PER_SECOND
 
 log = logging.getLogger("humantag.run")
 
@@ -95,7 +94,7 @@ def run(
     relabel_stale: bool = typer.Option(False, "--relabel-stale", help="With --incremental: also relabel objects labeled by another labeler, prompt or schema version."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List and plan only: print objects, bytes, shards, already-labeled and estimated GPU-hours; write nothing."),
     listing_workers: int = typer.Option(1, "--listing-workers", min=1, envvar="HUMANTAG_LISTING_WORKERS", help="List an S3 source's top-level prefixes in parallel with this many threads."),
-    gpu_rate: float = typer.Option(DEFAULT_GPU_IMAGES_PER_SECOND, "--gpu-rate", min=0.001, help="HumanVLM images/s per GPU for --dry-run's GPU-hour estimate (measure with bench/humanvlm_throughput.py)."),
+    gpu_rate: Optional[float] = typer.Option(None, "--gpu-rate", min=0.001, help="Images/s per GPU for --dry-run's estimate, overriding the labeler's own figure (measure with bench/humanvlm_throughput.py)."),
     opensearch: os_opts.OpenSearchFlags = os_opts.OpenSearchFlags(),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs only)."),
     json_summary: bool = typer.Option(False, "--json", help="Print the run summary as JSON instead of a table."),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from workers.labelers.base import Labeler, LabelerOptions, LabelOutput, Placement
+from workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, LabelOutput, Placement, Throughput
 
 # name -> "module:Class"; later labelers register here.
 REGISTRY: dict[str, str] = {
@@ -32,4 +32,4 @@ def create_labeler(name: str, options: LabelerOptions | None = None) -> Labeler:
     return cls(options or LabelerOptions())
 
 
-__all__ = ["Labeler", "LabelerOptions", "LabelOutput", "Placement", "REGISTRY", "create_labeler", "is_known_labeler", "labeler_names"]
+__all__ = ["Labeler", "LabelerIdentity", "LabelerOptions", "LabelOutput", "Placement", "REGISTRY", "Throughput", "create_labeler", "is_known_labeler", "labeler_names"]

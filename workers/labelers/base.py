@@ -6,6 +6,12 @@ where the device is chosen. `label()` receives images that are already read and
 decoded (no I/O in the model) and returns one `LabelOutput` per image, in order.
 A failure on one image is that image's `LabelOutput(error_kind=...)`, never an
 exception that loses the batch.
+
+Two things are known from the options alone, cheaply, wherever the labeler is
+constructed (the driver plans with them before any actor starts):
+`identity()` (labeler, prompt and schema version its rows will carry; no
+weights loaded or copied) and `throughput()` (its expected images/s, with where
+that figure comes from).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from workers.attributes import Person, Quality, Scene
 from workers.images import DecodedImage
+from workers.records import SCHEMA_VERSION
 
 
 class LabelerOptions(BaseModel):
@@ -56,6 +63,24 @@ class LabelOutput:
 
 
 @dataclass(frozen=True)
+class LabelerIdentity:
+    """The versions a row labeled by this labeler carries; a row with other versions is stale."""
+
+    version: str  # labeler_version: weights + code + settings that change the output
+    prompt_version: Optional[str] = None  # prompts + output schema, for prompted models
+    schema_version: str = SCHEMA_VERSION  # the record schema (workers.records)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Expected labeling rate of one replica, and where the figure comes from."""
+
+    images_per_second: float
+    accelerator: str  # "GPU" or "CPU core": what one replica occupies
+    source: str  # e.g. "bench/cpu_labeler.py, docs/performance.md"
+
+
+@dataclass(frozen=True)
 class Placement:
     """Ray resources one replica asks for."""
 
@@ -72,10 +97,26 @@ class Labeler(ABC):
     def __init__(self, options: LabelerOptions | None = None) -> None:
         self.options = options or LabelerOptions()
 
-    @property
     @abstractmethod
+    def identity(self) -> LabelerIdentity:
+        """Versions from the options alone: no weights loaded or copied, nothing downloaded.
+
+        Called on the driver to plan incremental runs and in the actor to stamp rows, so
+        both must agree. Implementations memoise anything costlier than string formatting.
+        """
+
+    @property
     def version(self) -> str:
         """Identifies weights + code: recorded in every row as labeler_version."""
+        return self.identity().version
+
+    def current_identities(self) -> tuple[LabelerIdentity, ...]:
+        """Every identity a current row may carry; a composite labeler (the gate) has several."""
+        return (self.identity(),)
+
+    def throughput(self) -> Optional[Throughput]:
+        """Expected images/s of one replica (for `--dry-run` estimates) and its source; None: unknown."""
+        return None
 
     def setup(self) -> None:
         """Load weights, pick the device. Called once per actor."""

@@ -11,7 +11,8 @@ Options (`LabelerOptions.extra`): `gate_threshold` (0.5), `gate_inner`
 ("humanvlm"), `gate_workers` (2: detector threads; OpenCV releases the GIL,
 each thread keeps its own cascades); the cpu labeler's own keys
 (`CpuLabeler.OPTION_KEYS`, e.g. `detect_side`) go to the detector, every other
-key to the inner labeler. The replica asks Ray for max(inner CPUs, gate_workers) CPUs. The run summary
+key to the inner labeler; `gate_pass_rate` (1.0): the share of images expected to
+reach the inner labeler, for `--dry-run` estimates only. The replica asks Ray for max(inner CPUs, gate_workers) CPUs. The run summary
 counts saved images from the rows (`gated=True`), so the figure survives
 reruns and resumed runs; `run_info()` records the gate's settings.
 """
@@ -26,7 +27,7 @@ from typing import Any, Optional, Union
 
 from workers.attributes import Box, Person
 from workers.images import DecodedImage
-from workers.labelers.base import Labeler, LabelerOptions, LabelOutput, Placement
+from workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, LabelOutput, Placement, Throughput
 from workers.labelers.cpu import CpuLabeler
 from workers.labelers.cpu.analyse import Analysis
 from workers.labelers.cpu.labeler import analysis_output
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_INNER = "humanvlm"
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_WORKERS = 2
+DEFAULT_PASS_RATE = 1.0  # no assumption: every image may have people
 
 
 class GateLabeler(Labeler):
@@ -49,6 +51,9 @@ class GateLabeler(Labeler):
         self.threshold = float(extra.pop("gate_threshold", DEFAULT_THRESHOLD))
         self.inner_name = str(extra.pop("gate_inner", DEFAULT_INNER))
         self.workers = max(1, int(extra.pop("gate_workers", DEFAULT_WORKERS)))
+        self.pass_rate = float(extra.pop("gate_pass_rate", DEFAULT_PASS_RATE))
+        if not 0.0 < self.pass_rate <= 1.0:
+            raise ValueError(f"gate_pass_rate must be in (0, 1], got {self.pass_rate:g}")
         if self.inner_name == self.name:
             raise ValueError("the gate cannot wrap itself")
         detector_extra = {k: v for k, v in extra.items() if k in CpuLabeler.OPTION_KEYS}
@@ -62,14 +67,27 @@ class GateLabeler(Labeler):
         # The inner labeler decides how large its pixels must be; the detector shrinks its own copy.
         self.decode_max_side = self.inner.decode_max_side  # type: ignore[misc]
 
-    @property
-    def version(self) -> str:
-        return f"gate-{self.threshold:g}/{self.detector.version}+{self.inner_name}:{self.inner.version}"
+    def identity(self) -> LabelerIdentity:
+        return LabelerIdentity(f"gate-{self.threshold:g}/{self.detector.version}+{self.inner_name}:{self.inner.version}")
 
-    def current_versions(self) -> tuple[str, ...]:
-        """Row versions that count as current (incremental runs): gated rows carry the
-        detector's version (which includes the threshold), the others the inner labeler's."""
-        return (self.detector.version, self.inner.version)
+    def current_identities(self) -> tuple[LabelerIdentity, ...]:
+        """Gated rows carry the detector's identity (its version includes the threshold), the
+        others the inner labeler's; rows of images that failed to decode carry the gate's own."""
+        return (self.identity(), *self.detector.current_identities(), *self.inner.current_identities())
+
+    def throughput(self) -> Optional[Throughput]:
+        """The inner labeler's rate over the share of images that pass; the detector runs on
+        `gate_workers` CPU cores beside it and bounds the rate too."""
+        inner, detector = self.inner.throughput(), self.detector.throughput()
+        if inner is None or detector is None:
+            return None
+        rate = min(inner.images_per_second / self.pass_rate, detector.images_per_second * self.workers)
+        return Throughput(
+            rate, inner.accelerator,
+            f"{self.inner_name}: {inner.images_per_second:.3g} images/s ({inner.source}) / pass rate "
+            f"{self.pass_rate:.0%} (-L gate_pass_rate), at most {self.workers} detector cores x "
+            f"{detector.images_per_second:.3g} images/s ({detector.source})",
+        )
 
     def setup(self) -> None:
         self.detector.setup()  # fails here, not mid-batch, if the cascades can't load

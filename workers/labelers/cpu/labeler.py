@@ -18,7 +18,7 @@ from typing import Any, Optional
 import cv2
 
 from workers.images import DecodedImage
-from workers.labelers.base import Labeler, LabelerOptions, LabelOutput
+from workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, LabelOutput, Throughput
 from workers.labelers.cpu.analyse import Analysis, ImageAnalyser
 from workers.labelers.cpu.caption import compose_caption
 
@@ -44,9 +44,14 @@ class CpuLabeler(Labeler):
         self.threads = int(extra.get("threads", 1))
         self._analyser: Optional[ImageAnalyser] = None
 
-    @property
-    def version(self) -> str:
-        return f"cpu-{CODE_VERSION}/opencv-{cv2.__version__}/side-{self.detect_side}x{self.profile_scale:g}/step-{self.scale_factor:g}/min-{self.min_score:g}"
+    def identity(self) -> LabelerIdentity:
+        return LabelerIdentity(
+            version=f"cpu-{CODE_VERSION}/opencv-{cv2.__version__}/side-{self.detect_side}x{self.profile_scale:g}/step-{self.scale_factor:g}/min-{self.min_score:g}"
+        )
+
+    def throughput(self) -> Throughput:
+        return Throughput(14.8, "CPU core", "bench/cpu_labeler.py at detect_side=320: 14.8 images/s per core "
+                          "(docs/performance.md)")
 
     def setup(self) -> None:
         cv2.setNumThreads(self.threads)

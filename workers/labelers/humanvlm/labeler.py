@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from workers.attributes import Person, PersonConfidence, Scene
 from workers.images import DecodedImage
-from workers.labelers.base import Labeler, LabelerOptions, LabelOutput, Placement
-from workers.labelers.humanvlm import generation, loading, model
+from workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, LabelOutput, Placement, Throughput
+from workers.labelers.humanvlm import cost, generation, loading, model
 from workers.labelers.humanvlm.confidence import TokenProbabilities, confidences, value_spans
 from workers.labelers.humanvlm.constrained import JsonConstraint
-from workers.labelers.humanvlm.prompts import Prompts, build_prompts
+from workers.labelers.humanvlm.prompts import IMAGE_PLACEHOLDER, Prompts, build_prompts
 from workers.labelers.humanvlm.schema import SchemaSpec, attributes_schema, describe_fields, persons_within, token_bound
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,14 @@ class GenerationStats:
     """Counters since setup: what the benchmark and the run summary report."""
 
     images: int = 0
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # real tokens prefilled (padding and the KV cache's reuse excluded)
     generated_tokens: int = 0
+    generate_calls: int = 0
+
+    def add(self, turn: generation.TurnStats) -> None:
+        self.prompt_tokens += turn.prefill_tokens
+        self.generated_tokens += turn.generated_tokens
+        self.generate_calls += 1
 
 
 class HumanVLMLabeler(Labeler):
@@ -67,9 +73,11 @@ class HumanVLMLabeler(Labeler):
         self.spec = self._schema_spec()
         self.json_schema = attributes_schema(self.spec)
         self._resolved: Optional[loading.ResolvedModel] = None
+        self._identity: Optional[LabelerIdentity] = None
         self._loaded: Optional[model.LoadedModel] = None
         self._constraint: Optional[JsonConstraint] = None
         self._prompts: Optional[Prompts] = None
+        self._follow_up_ids: Optional[Any] = None
         self.stats = GenerationStats()
 
     def _schema_spec(self) -> SchemaSpec:
@@ -89,16 +97,27 @@ class HumanVLMLabeler(Labeler):
         return Path(self.settings.cache_dir) if self.settings.cache_dir else loading.default_cache_dir()
 
     @property
-    def version(self) -> str:
-        if self._resolved is None:
-            self._resolved = loading.resolve(self.source, self.cache_dir)
-        return self._resolved.version
+    def caption_max_new_tokens(self) -> Optional[int]:
+        """None: no caption turn."""
+        return self.settings.caption_max_new_tokens if self.settings.caption else None
+
+    def _build_prompts(self, image_token: str) -> Prompts:
+        return build_prompts(image_token, describe_fields(self.spec), self.json_schema, self.caption_max_new_tokens)
 
     @property
     def prompt_version(self) -> str:
-        if self._prompts is None:
-            raise RuntimeError("prompt_version is known after setup()")
-        return self._prompts.version
+        return self._build_prompts(IMAGE_PLACEHOLDER).version
+
+    def identity(self) -> LabelerIdentity:
+        """Weights identified without loading or copying them (loading.identify), once per object."""
+        if self._identity is None:
+            version = self._resolved.version if self._resolved else loading.identify(self.source, self.cache_dir)
+            self._identity = LabelerIdentity(version, self.prompt_version)
+        return self._identity
+
+    def throughput(self) -> Throughput:
+        return cost.projected_throughput(self._build_prompts(IMAGE_PLACEHOLDER), self.caption_max_new_tokens, self.spec,
+                                         self.attributes_max_new_tokens, self.options.batch_size)
 
     def default_placement(self) -> Placement:
         gpus = 0.0 if (self.options.device or "").startswith("cpu") else self.settings.gpus_per_replica
@@ -113,8 +132,7 @@ class HumanVLMLabeler(Labeler):
             caption_max_new_tokens=self.settings.caption_max_new_tokens,
             batch_size=self.options.batch_size,
         )
-        if self._prompts is not None:
-            info["prompt_version"] = self._prompts.version
+        info["prompt_version"] = self.prompt_version
         if self._loaded is not None:
             info.update(device=str(self._loaded.device), dtype=str(self._loaded.dtype).removeprefix("torch."))
         return info
@@ -124,12 +142,15 @@ class HumanVLMLabeler(Labeler):
             return
         device = model.choose_device(self.options.device)
         dtype = model.choose_dtype(device, self.settings.dtype)
-        _ = self.version  # resolves: node-cache copy or content hash
-        assert self._resolved is not None
+        # Where the actor runs: the node-cache copy or content hash; its identity is the rows' truth.
+        self._resolved = loading.resolve(self.source, self.cache_dir)
+        self._identity = None
         started = time.perf_counter()
         self._loaded = model.load(self._resolved, device, dtype)
         self._constraint = JsonConstraint(self._loaded, self.json_schema)
-        self._prompts = build_prompts(self._loaded.image_token, describe_fields(self.spec), self.json_schema)
+        self._prompts = self._build_prompts(self._loaded.image_token)
+        if self._prompts.follow_up is not None:
+            self._follow_up_ids = generation.encode_text(self._loaded, self._prompts.follow_up)
         log.info(
             "humanvlm %s loaded on %s (%s) in %.1fs; prompts %s",
             self._resolved.version, device, dtype, time.perf_counter() - started, self._prompts.version,
@@ -157,7 +178,7 @@ class HumanVLMLabeler(Labeler):
                 results[i] = failure
                 continue
             try:
-                prepared[i] = generation.prepare(loaded, image, prompts.caption, prompts.attributes)
+                prepared[i] = generation.prepare(loaded, image, prompts.first)
             except Exception as exc:  # noqa: BLE001 - one unusable image is one error row
                 results[i] = LabelOutput.failed("preprocess_error", f"{type(exc).__name__}: {exc}")
         # Same-shape pixel tensors generate together; a failing group retries image by image.
@@ -199,27 +220,32 @@ class HumanVLMLabeler(Labeler):
             return [out for i in indices for out in self._generate_group([i], prepared)]
 
     def _generate(self, batch: list[generation.PreparedImage]) -> list[LabelOutput]:
+        """One conversation per image: the caption, then the attributes from the same KV cache.
+
+        The vision tower and the image's prefill run once (in `start`); the attributes
+        turn prefills only its own request. Without a caption, the attributes are the first turn.
+        """
         loaded, constraint = self._loaded, self._constraint
         assert loaded is not None and constraint is not None
+        prompts = [p.prompt_ids for p in batch]
         pixels = [p.pixel_values for p in batch]
+        constrained = {"logits_processor": constraint.logits_processor(), "with_probabilities": True}
         captions: list[Optional[str]] = [None] * len(batch)
-        if self.settings.caption:
-            generated = generation.generate(
-                loaded, [p.caption_ids for p in batch], pixels, self.settings.caption_max_new_tokens
+        if self._follow_up_ids is None:
+            attributes, _, turn = generation.start(loaded, prompts, pixels, self.attributes_max_new_tokens, **constrained)
+            self.stats.add(turn)
+        else:
+            said, conversation, turn = generation.start(loaded, prompts, pixels, self.settings.caption_max_new_tokens)
+            self.stats.add(turn)
+            captions = [loaded.tokenizer.decode(g.token_ids, skip_special_tokens=True).strip() or None for g in said]
+            attributes, _, turn = generation.reply(
+                loaded, conversation, self._follow_up_ids, self.attributes_max_new_tokens, **constrained
             )
-            captions = [loaded.tokenizer.decode(g.token_ids, skip_special_tokens=True).strip() or None for g in generated]
-        attributes = generation.generate(
-            loaded, [p.attributes_ids for p in batch], pixels, self.attributes_max_new_tokens,
-            logits_processor=constraint.logits_processor(), with_probabilities=True,
-        )
+            self.stats.add(turn)
         self.stats.images += len(batch)
-        self.stats.prompt_tokens += sum(len(p.attributes_ids) + (len(p.caption_ids) if self.settings.caption else 0) for p in batch)
-        self.stats.generated_tokens += sum(len(g.token_ids) + g.finished for g in attributes)
-        if self.settings.caption:
-            self.stats.generated_tokens += sum(len(g.token_ids) + g.finished for g in generated)
-        return [self._to_output(caption, g) for caption, g in zip(captions, attributes)]
+        return [self.to_output(caption, g) for caption, g in zip(captions, attributes)]
 
-    def _to_output(self, caption: Optional[str], generated: generation.Generated) -> LabelOutput:
+    def to_output(self, caption: Optional[str], generated: generation.Generated) -> LabelOutput:
         constraint = self._constraint
         assert constraint is not None and generated.probabilities is not None
         pieces = [constraint.token_bytes[t].decode("utf-8", errors="replace") for t in generated.token_ids]

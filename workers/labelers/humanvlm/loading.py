@@ -7,6 +7,11 @@ A model spec is one of:
   node cache, then loaded from there by every actor; version `<url>@sha256-<listing hash>`
   (keys, sizes and ETags, so a changed object gives a new version and a new cache entry).
 
+`identify()` gives the same version without loading or copying anything (the
+driver plans incremental runs with it): the revision itself when it is a commit,
+else the cached snapshot's commit (or the hub's answer for the revision, metadata
+only); the memoised content hash of a directory; the hash of an object listing.
+
 The node cache is a plain directory (`cache_dir`); concurrent actors on one node
 take a file lock, the first one copies into a temporary directory and renames it
 into place, the others wait and reuse it.
@@ -18,10 +23,11 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from filelock import FileLock
 
@@ -68,15 +74,31 @@ class ResolvedModel:
 def resolve(source: ModelSource, cache_dir: Path, storage: StorageOptions | None = None) -> ResolvedModel:
     """Make the weights loadable from this node; returns where, and their identity."""
     if source.kind == "local":
+        return ResolvedModel(source.location, None, identify(source, cache_dir, storage))
+    if source.kind == "remote":
+        path, digest, _ = fetch_to_node_cache(source.location, cache_dir, storage)
+        return ResolvedModel(str(path), None, _remote_version(source.location, digest))
+    commit = _hub_commit(source.location, source.revision)
+    return ResolvedModel(source.location, commit, f"{source.location}@{commit}")
+
+
+def identify(source: ModelSource, cache_dir: Path, storage: StorageOptions | None = None) -> str:
+    """The version `resolve()` would give, without copying, loading or downloading weights."""
+    if source.kind == "local":
         if not Path(source.location).is_dir():
             raise FileNotFoundError(f"model directory {source.location} does not exist on this node")
         digest = local_dir_hash(Path(source.location), cache_dir)
-        return ResolvedModel(source.location, None, f"{Path(source.location).name}@sha256-{digest[:16]}")
+        return f"{Path(source.location).name}@sha256-{digest[:16]}"
     if source.kind == "remote":
-        path, digest, _ = fetch_to_node_cache(source.location, cache_dir, storage)
-        return ResolvedModel(str(path), None, f"{source.location}@sha256-{digest[:16]}")
-    commit = _hub_commit(source.location, source.revision)
-    return ResolvedModel(source.location, commit, f"{source.location}@{commit}")
+        return _remote_version(source.location, RemoteListing.of(source.location, storage).digest)
+    return f"{source.location}@{_hub_commit_without_download(source.location, source.revision)}"
+
+
+def _remote_version(url: str, digest: str) -> str:
+    return f"{url}@sha256-{digest[:16]}"
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def _hub_commit(repo: str, revision: Optional[str]) -> str:
@@ -86,6 +108,26 @@ def _hub_commit(repo: str, revision: Optional[str]) -> str:
     config_path = Path(hf_hub_download(repo, "config.json", revision=revision))
     # .../models--org--name/snapshots/<commit>/config.json
     return config_path.parent.name
+
+
+def _hub_commit_without_download(repo: str, revision: Optional[str]) -> str:
+    """A commit as given, else the cached snapshot's, else the hub's answer (metadata, no files)."""
+    if revision and _COMMIT.fullmatch(revision):
+        return revision
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo, "config.json", revision=revision)
+    if isinstance(cached, str):
+        return Path(cached).parent.name  # .../snapshots/<commit>/config.json
+    if constants.HF_HUB_OFFLINE:
+        raise FileNotFoundError(
+            f"{repo}@{revision or 'main'} is not in this machine's Hugging Face cache and the hub is offline "
+            f"(HF_HUB_OFFLINE): pin the commit, e.g. --model {repo}@<40-hex commit>"
+        )
+    sha = HfApi().model_info(repo, revision=revision).sha
+    if not sha:
+        raise FileNotFoundError(f"the hub gave no commit for {repo}@{revision or 'main'}")
+    return sha
 
 
 # ---- local directories: content hash, memoized per (path, file stats) --------------------------
@@ -119,17 +161,32 @@ def local_dir_hash(root: Path, cache_dir: Path) -> str:
 # ---- object storage: copy once per node --------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RemoteListing:
+    """The objects under a URL (relative key, size, ETag) and their hash: the weights' identity."""
+
+    fs: Any
+    root: str
+    entries: list[tuple[str, int, str]]
+    digest: str
+
+    @classmethod
+    def of(cls, url: str, storage: StorageOptions | None = None) -> "RemoteListing":
+        fs, root = filesystem(url, storage)
+        listing = fs.find(root, detail=True)
+        if not listing:
+            raise FileNotFoundError(f"no objects under {url}")
+        entries = sorted(
+            (key[len(root):].lstrip("/"), int(info.get("size") or 0), str(info.get("ETag") or info.get("etag") or ""))
+            for key, info in listing.items()
+        )
+        return cls(fs, root, entries, hashlib.sha256(json.dumps([url, entries]).encode()).hexdigest())
+
+
 def fetch_to_node_cache(url: str, cache_dir: Path, storage: StorageOptions | None = None) -> tuple[Path, str, bool]:
     """Copy the objects under `url` into the node cache, once. Returns (dir, listing hash, copied here)."""
-    fs, root = filesystem(url, storage)
-    listing = fs.find(root, detail=True)
-    if not listing:
-        raise FileNotFoundError(f"no objects under {url}")
-    entries = sorted(
-        (key[len(root):].lstrip("/"), int(info.get("size") or 0), str(info.get("ETag") or info.get("etag") or ""))
-        for key, info in listing.items()
-    )
-    digest = hashlib.sha256(json.dumps([url, entries]).encode()).hexdigest()
+    listing = RemoteListing.of(url, storage)
+    fs, root, entries, digest = listing.fs, listing.root, listing.entries, listing.digest
     target = cache_dir / digest[:32]
     if target.is_dir():
         return target, digest, False
