@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from workers.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from workers.storage import StorageOptions, StorageUnavailable, classify_storage_error, filesystem
@@ -24,9 +24,9 @@ class SourceObject:
 
 class DecodeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_bytes: int = 256 * 1024 * 1024
-    max_side: Optional[int] = None
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1, description="Images with more pixels are error rows (decompression_bomb).")
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Files larger than this are error rows (too_large).")
+    max_side: Optional[int] = Field(default=None, ge=1, description="Shrink images to this longer side before labeling. Default: the labeler's own.")
 
 
 def load_batch(objects: list[SourceObject], decode: DecodeOptions, storage: StorageOptions) -> list[DecodedImage]:
