@@ -98,27 +98,29 @@ def _stop(thread: threading.Thread) -> None:
 def hard_exit(code: int) -> None:
     """Stop what we started (Ray's local instance, Prefect's temporary server) and exit now."""
     sys.stdout.flush()
-    _with_timeout(_stop_prefect_temporary_server, 6.0)
-    _with_timeout(_shutdown_ray, 6.0)
+    stoppers = [threading.Thread(target=fn, daemon=True) for fn in (_stop_prefect_temporary_server, _shutdown_ray)]
+    for stopper in stoppers:
+        stopper.start()
+    for stopper in stoppers:
+        stopper.join(6.0)
     os._exit(code)
 
 
-def _with_timeout(fn: Callable[[], None], timeout: float) -> None:
-    worker = threading.Thread(target=fn, daemon=True)
-    worker.start()
-    worker.join(timeout)
-
-
 def _stop_prefect_temporary_server() -> None:
+    """Its uvicorn waits for open websockets before it exits: terminate, then kill."""
     if "prefect.server.api.server" not in sys.modules:
         return
     from prefect.server.api.server import SubprocessASGIServer
 
     for server in list(getattr(SubprocessASGIServer, "_instances", {}).values()):
+        process = getattr(server, "server_process", None)
+        if process is None or process.poll() is not None:
+            continue
+        process.terminate()
         try:
-            server.stop()
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+            process.wait(2.0)
+        except Exception:  # noqa: BLE001 - still up: no more patience
+            process.kill()
 
 
 def _shutdown_ray() -> None:

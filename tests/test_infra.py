@@ -550,7 +550,7 @@ def test_docs_commands_match_the_files() -> None:
     assert f"prefect work-pool create {WORK_POOL} --type process" in text
     assert f"prefect worker start --pool {WORK_POOL}" in text
     assert "prefect server start" in text
-    assert 'humantag deploy nightly --source' in text and '--cron "0 2 * * *"' in text
+    assert 'humantag deploy nightly s3://' in text and '--cron "0 2 * * *"' in text
     assert "--labeler humanvlm --model /models/Human_LLaVA" in text
     for version in re.findall(r"ray\[default\]==([\w.]+)", text):
         assert version == dockerfile_args()["RAY_VERSION"]
