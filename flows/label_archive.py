@@ -12,7 +12,6 @@ import collections
 import contextvars
 import json
 import logging
-import os
 import threading
 import time
 from typing import Any, Optional
@@ -268,7 +267,9 @@ def name_flow_run(run_id: str, tags: list[str]) -> Optional[str]:
     with get_client(sync_client=True) as client:
         current = client.read_flow_run(flow_run_id)
         client.update_flow_run(flow_run_id, name=run_id, tags=sorted(set(current.tags) | set(tags)))
-    return flow_run.get_flow_run_ui_url() if os.environ.get("PREFECT_API_URL") else None
+    from prefect.settings import PREFECT_API_URL
+
+    return flow_run.get_flow_run_ui_url() if PREFECT_API_URL.value() else None  # unset: a temporary local server
 
 
 @flow(name="label_archive", task_runner=ThreadPoolTaskRunner(), log_prints=False)
