@@ -137,7 +137,7 @@ def options_of(model: type[BaseModel], *, path: Path = (), flag_prefix: str = ""
             out += options_of(
                 annotation, path=path + (name,), flag_prefix=flag_prefix + extra.get("flag_prefix", ""),
                 env_prefix=extra.get("env_prefix", env_prefix),
-                optional_group=optional_group or (path + (name,) if optional else None),
+                optional_group=optional_group if optional_group is not None else (path + (name,) if optional else None),
             )
             continue
         cli_type, parse = _cli_type(annotation)
@@ -175,7 +175,7 @@ def model_from_values(model: type[BaseModel], options: list[Option], values: Map
     for opt in options:
         value = values.get(opt.param, opt.default)
         if value is None or (isinstance(value, (list, tuple, dict)) and not value and not opt.default):
-            if opt.required and opt.optional_group:
+            if opt.required and opt.optional_group is not None:
                 missing_groups.add(opt.optional_group)
             continue
         try:
@@ -212,6 +212,9 @@ def _put(data: dict[str, Any], path: Path, value: Any) -> None:
 
 
 def _pop(data: dict[str, Any], path: Path) -> None:
+    if not path:
+        data.clear()
+        return
     for key in path[:-1]:
         data = data.get(key, {})
     data.pop(path[-1], None)
@@ -224,7 +227,7 @@ def typer_parameter(opt: Option, default: Any = None) -> inspect.Parameter:
     value = opt.default if default is None else default
     if typing.get_origin(opt.annotation) is list:  # repeatable: typer wants a list ({} of KEY=VALUE: none given)
         value = list(value) if isinstance(value, (list, tuple)) else []
-    required = opt.required and not opt.optional_group
+    required = opt.required and opt.optional_group is None
     if opt.argument:
         spec = typer.Argument(... if required else value, help=opt.help, metavar=opt.path[0].upper(), show_default=False)
     else:
