@@ -9,6 +9,7 @@ PREFECT_API_URL is set; Ray starts locally unless RAY_ADDRESS is set.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextvars
 import json
 import logging
@@ -18,7 +19,6 @@ from typing import Any, Optional
 
 import ray
 from prefect import flow, task
-from prefect.futures import wait as wait_futures
 from prefect.cache_policies import NONE as NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
@@ -350,8 +350,9 @@ def _label_shards(todo: list[ShardSpec], pool: LabelerPool, config: RunConfig, d
         while waiting and len(running) < config.shard_concurrency:
             shard = waiting.popleft()
             running[task.submit(shard, pool, config, decode, run_id, indexing)] = shard
-        finished, _ = wait_futures(list(running), timeout=0.5)
-        for future in finished:
+        by_inner = {f.wrapped_future: f for f in running}
+        finished, _ = concurrent.futures.wait(by_inner, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in (by_inner[f] for f in finished):
             shard = running.pop(future)
             result = future.result(raise_on_failure=False)
             if isinstance(result, ShardStats):

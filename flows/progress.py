@@ -68,10 +68,3 @@ def listener() -> ProgressListener:
 def batch_done(images: int, errors: int) -> None:
     state.last_progress = time.monotonic()
     _listener.advance(images, errors)
-
-
-def reset() -> RunState:
-    """A fresh state for the next run of this process."""
-    global state
-    state = RunState()
-    return state

@@ -68,6 +68,13 @@ def test_bad_inputs_never_stop_a_run_and_rerun_writes_nothing(tmp_path):
     assert second["shards_done_now"] == 0 and second["images_this_run"] == 0
     after = _tree_state(dest / "labels") | _tree_state(dest / "_runs" / summary["run_id"] / "shards")
     assert after == before  # nothing new written
+    # Run history: the no-op rerun adds a record and keeps the real run's summary.
+    run_dir = dest / "_runs" / summary["run_id"]
+    attempts = sorted(json.loads(p.read_text())["started_at"] for p in (run_dir / "attempts").glob("*.json"))
+    assert attempts == sorted([summary["started_at"], second["started_at"]])
+    kept = json.loads((run_dir / "summary.json").read_text())
+    assert kept["shards_done_now"] == summary["shards_done_now"] and kept["started_at"] == summary["started_at"]
+    assert summary["startup_s"] > 0 and summary["labeling_s"] > 0
 
 
 @pytest.mark.parametrize(

@@ -96,3 +96,40 @@ def test_a_run_is_a_named_tagged_flow_run_with_its_log_lines_in_prefect(prefect_
         time.sleep(1)
     assert f"planned run {summary.run_id}: 4 objects to label in 2 shards" in logs, logs[-3000:]
     assert "labeler image-facts (chosen with --labeler)" in logs
+
+
+def test_a_stalled_run_logs_what_ray_has_pending(ray_local):
+    import logging
+
+    import ray
+
+    from flows import progress
+    from flows.label_archive import StallWatch
+
+    class Lines(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    @ray.remote(num_cpus=64)
+    class TooBig:
+        def ping(self) -> int:
+            return 1
+
+    lines = Lines()
+    logger = logging.getLogger("flows.label_archive")
+    logger.addHandler(lines)
+    actor = TooBig.remote()  # can never be scheduled on this cluster: pending demand
+    try:
+        with StallWatch(progress.RunState(), after_s=0.4):
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any("64.0" in line for line in lines.lines):
+                time.sleep(0.2)  # the first warnings may come before Ray has registered the demand
+    finally:
+        ray.kill(actor)
+        logger.removeHandler(lines)
+    assert all(line.startswith("no batch finished for") for line in lines.lines), lines.lines
+    assert "pending: 1 × {'CPU': 64.0}" in lines.lines[-1], lines.lines
