@@ -8,6 +8,7 @@ are placed, Ray would wait forever: we say so in one line instead.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
@@ -26,6 +27,17 @@ def cluster_nodes() -> list[dict[str, float]]:
     import ray
 
     return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
+def local_node() -> list[dict[str, float]]:
+    """What a Ray started here would have, known before starting it (cgroup limits included)."""
+    try:
+        from ray._private.utils import get_num_cpus
+
+        cpus = float(get_num_cpus())
+    except Exception:  # noqa: BLE001 - Ray's helper moved: count the CPUs we may run on
+        cpus = float(len(os.sched_getaffinity(0)))
+    return [{"CPU": cpus}]
 
 
 def fits(nodes: Sequence[Mapping[str, float]], replicas: int, cpus: float, gpus: float, decode_cpus: float) -> bool:

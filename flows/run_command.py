@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -18,11 +19,8 @@ from flows import progress
 from flows.config import RunConfig
 from flows.errors import UserError
 from flows.commands.run import RunOutput
-from flows.interrupts import run_interruptible
-from flows.label_archive import resolve_labeler
 from flows.listing import iter_source
-from flows.ray_runtime import ensure_ray
-from flows.resources import cluster_nodes, fit_pool
+from flows.resources import cluster_nodes, fit_pool, local_node
 from workers.labelers import create_labeler
 from workers.labelers.base import Placement
 from workers.storage import StorageAccessDenied, classify_storage_error, filesystem, write_bytes_atomic
@@ -106,6 +104,14 @@ def prepare_run(config: RunConfig, dry_run: bool = False) -> tuple[RunConfig, st
     check_source(config)  # cheap checks first: a typo in a path should not wait for Ray to start
     if not dry_run:
         check_destination(config)
+    if config.labeler and not (config.ray_address or os.environ.get("RAY_ADDRESS")):
+        # A local Ray takes seconds to start (more on a busy machine): a pool that cannot fit on CPUs says so first.
+        needs = create_labeler(config.labeler, config.labeler_options).default_placement()
+        if not (config.pool.num_gpus if config.pool.num_gpus is not None else needs.num_gpus):
+            fit_pool(config.pool, needs, local_node())
+    from flows.label_archive import resolve_labeler  # Prefect and Ray: imported once the cheap checks passed
+    from flows.ray_runtime import ensure_ray
+
     ensure_ray(config.ray_address)
     config, why = resolve_labeler(config)
     labeler = create_labeler(config.labeler, config.labeler_options)
@@ -124,6 +130,7 @@ def execute_run(config: RunConfig, output: RunOutput) -> None:
         f"{config.pool.replicas} replica(s) × {placement.num_cpus:g} CPU"
         + (f" × {placement.num_gpus:g} GPU" if placement.num_gpus else ""), highlight=False, soft_wrap=True)
 
+    from flows.interrupts import run_interruptible
     from flows.label_archive import run_label_archive
 
     listener = RichProgress(console, output.progress)

@@ -136,3 +136,17 @@ def test_help_is_readable_at_80_columns():
                 assert set(opt.envvar) <= words, opt.envvar
     version = run_cli("--version", timeout=60)
     assert version.returncode == 0 and re.fullmatch(r"humantag \S+\n", version.stdout)
+
+
+def test_a_pool_too_big_for_this_machine_stops_before_ray_starts(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(src / "a.png")
+    result = run_cli("run", str(src), "--out", str(tmp_path / "out"), "--labeler", "image-facts",
+                     "--replicas", "64", "--num-cpus", "1", timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("humantag: error: 64 replica(s) × 1 CPU + read+decode tasks (0.5 CPU) do not fit")
+    assert " use --" in lines[0] and not (tmp_path / "out" / "_runs" / "run").exists()
