@@ -14,7 +14,7 @@ import functools
 import hashlib
 import json
 import os
-from typing import Optional
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -81,6 +81,20 @@ class RunConfig(BaseModel):
     # Set: each shard is indexed after its Parquet commit, and the run ends with a catch-up sync.
     opensearch: Optional[OpenSearchSettings] = Field(
         default=None, json_schema_extra={"flag_prefix": "opensearch-", "env_prefix": OpenSearchSettings.ENV_PREFIX})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_older_shape(cls, data: Any) -> Any:
+        """Configurations stored by deployments made before `mode` existed: booleans and the "auto" labeler."""
+        if not isinstance(data, dict) or not ({"incremental", "backfill"} & data.keys() or data.get("labeler") == "auto"):
+            return data
+        data = dict(data)
+        incremental, backfill = data.pop("incremental", False), data.pop("backfill", False)
+        if "mode" not in data and (incremental or backfill):
+            data["mode"] = RunMode.backfill if backfill else RunMode.incremental
+        if data.get("labeler") == "auto":
+            data["labeler"] = None
+        return data
 
     @field_validator("labeler")
     @classmethod

@@ -150,3 +150,10 @@ def test_a_pool_too_big_for_this_machine_stops_before_ray_starts(tmp_path):
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("humantag: error: 64 replica(s) × 1 CPU + read+decode tasks (0.5 CPU) do not fit")
     assert " use --" in lines[0] and not (tmp_path / "out" / "_runs" / "run").exists()
+
+
+def test_configurations_stored_before_mode_existed_still_load():
+    old = {"source": {"url": "s3://b/p"}, "dest": "s3://b/out", "labeler": "auto", "incremental": True, "backfill": False}
+    config = RunConfig.model_validate(old)
+    assert config.mode is RunMode.incremental and config.labeler is None
+    assert RunConfig.model_validate({**old, "backfill": True, "labeler": "cpu"}).mode is RunMode.backfill
