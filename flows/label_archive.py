@@ -334,7 +334,7 @@ def label_archive(config: RunConfig) -> RunSummary:
     summary.replica_nodes = replica_nodes
     summary.flow_run_url = flow_run_url
     record_summary(fs, layout, summary)
-    publish_artifact(summary, [s for s in done_now])
+    publish_artifact(summary, done_now)
     return summary
 
 
