@@ -279,11 +279,11 @@ def label_archive(config: RunConfig) -> RunSummary:
     send_logs_to_prefect()
     state = progress.state
     config = fill_secrets_from_env(config, run_options())  # a deployment stores none
-    ensure_ray(config.ray_address)
+    if config.labeler is None:  # chosen for the cluster it runs on
+        ensure_ray(config.ray_address)
     config, why = resolve_labeler(config)
     log.info("labeler %s (%s)", config.labeler, why)
     labeler = create_labeler(config.labeler, config.labeler_options)
-    placement = fit_pool(config.pool, labeler.default_placement(), cluster_nodes())
     fs, root = filesystem(config.dest, config.storage)
     layout = OutputLayout(root)
     run_id = resolve_run_id(config, fs, layout)
@@ -301,6 +301,8 @@ def label_archive(config: RunConfig) -> RunSummary:
     done_now: list[ShardStats] = []
     replica_nodes = 0
     if todo and not state.stop.is_set():
+        ensure_ray(config.ray_address)
+        placement = fit_pool(config.pool, labeler.default_placement(), cluster_nodes())  # before any replica starts
         decode = config.decode.model_copy(update={"max_side": config.decode.max_side or labeler.decode_max_side})
         log.info("starting %d %s replica(s) (%g CPU, %g GPU each)", config.pool.replicas, config.labeler,
                  placement.num_cpus, placement.num_gpus)

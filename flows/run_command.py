@@ -99,16 +99,20 @@ class RichProgress:
         self._progress.stop()
 
 
-def prepare_run(config: RunConfig, dry_run: bool = False) -> tuple[RunConfig, str, Placement]:
-    """Everything that can fail in a second, before any work: source, destination, labeler, cluster fit."""
+def prepare_run(config: RunConfig, dry_run: bool = False) -> tuple[RunConfig, str, Optional[Placement]]:
+    """Everything that can fail in seconds, before any work: source, destination, labeler, cluster fit.
+
+    A local Ray is started only when the labeler must be chosen for the cluster (the flow starts it
+    when there are shards to label): a pool that cannot fit this machine's CPUs fails before it.
+    """
     check_source(config)  # cheap checks first: a typo in a path should not wait for Ray to start
     if not dry_run:
         check_destination(config)
     if config.labeler and not (config.ray_address or os.environ.get("RAY_ADDRESS")):
-        # A local Ray takes seconds to start (more on a busy machine): a pool that cannot fit on CPUs says so first.
         needs = create_labeler(config.labeler, config.labeler_options).default_placement()
-        if not (config.pool.num_gpus if config.pool.num_gpus is not None else needs.num_gpus):
-            fit_pool(config.pool, needs, local_node())
+        if config.pool.num_gpus if config.pool.num_gpus is not None else needs.num_gpus:
+            return config, "chosen with --labeler", None  # GPUs: known once Ray is up; the flow checks them
+        return config, "chosen with --labeler", fit_pool(config.pool, needs, local_node())
     from flows.label_archive import resolve_labeler  # Prefect and Ray: imported once the cheap checks passed
     from flows.ray_runtime import ensure_ray
 
@@ -127,8 +131,8 @@ def execute_run(config: RunConfig, output: RunOutput) -> None:
         return
     console.print(
         f"humantag: labeling {config.source.url} -> {config.dest} with [bold]{config.labeler}[/] ({why}); "
-        f"{config.pool.replicas} replica(s) × {placement.num_cpus:g} CPU"
-        + (f" × {placement.num_gpus:g} GPU" if placement.num_gpus else ""), highlight=False, soft_wrap=True)
+        + (f"{config.pool.replicas} replica(s) × {placement.num_cpus:g} CPU" if placement else f"{config.pool.replicas} replica(s)")
+        + (f" × {placement.num_gpus:g} GPU" if placement and placement.num_gpus else ""), highlight=False, soft_wrap=True)
 
     from flows.interrupts import run_interruptible
     from flows.label_archive import run_label_archive

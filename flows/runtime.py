@@ -49,6 +49,8 @@ def configure_terminal_logging(verbose: int) -> None:
     logging.getLogger("opensearch").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
     # Ray's notice that token authentication is on, printed by every local start.
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+    # The flow starts Ray outside the main thread, where Ray cannot take SIGTERM over: as we want (flows/interrupts.py).
+    logging.getLogger("ray._private.worker").addFilter(lambda record: "SIGTERM handler is not set" not in record.getMessage())
 
 
 def send_logs_to_prefect() -> None:
