@@ -24,7 +24,7 @@ class LabelerOptions(BaseModel):
     """Settings a labeler reads; unknown keys go to `extra` for labeler-specific knobs."""
 
     model_config = ConfigDict(extra="forbid")
-    batch_size: int = Field(default=16, ge=1, description="Images per labeler call.", json_schema_extra={"short": "-b"})
+    batch_size: int = Field(default=8, ge=1, description="Images per labeler call.", json_schema_extra={"short": "-b"})
     sensitive_attributes: bool = Field(
         default=False, description="Also produce perceived gender presentation (never race or ethnicity); "
                                    "recorded in the run summary.")
