@@ -68,9 +68,15 @@ def run_interruptible(work: Callable[[], T]) -> T:
 
     thread = threading.Thread(target=target, name="humantag-flow", daemon=True)
     thread.start()
+    ray_seen = False
     try:
         while thread.is_alive():
             thread.join(0.2)
+            if not ray_seen and _ray_started():
+                # Ray's core worker installs its own C-level SIGTERM handler (it prints "*** SIGTERM received");
+                # the flow starts Ray in its thread, so take the signal back from here, the main thread.
+                ray_seen = True
+                install()
     except KeyboardInterrupt:
         _stop(thread)
     if progress.state.stop.is_set():
@@ -78,6 +84,10 @@ def run_interruptible(work: Callable[[], T]) -> T:
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["value"]  # type: ignore[return-value]
+
+
+def _ray_started() -> bool:
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
 
 
 def _stop(thread: threading.Thread) -> None:
