@@ -60,10 +60,6 @@ class Option:
     def param(self) -> str:
         return self.primary.lstrip("-").replace("-", "_")
 
-    @property
-    def name(self) -> str:
-        return self.path[-1]
-
 
 def _extra(info: FieldInfo) -> dict[str, Any]:
     extra = info.json_schema_extra
