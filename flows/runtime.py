@@ -37,9 +37,12 @@ def apply_default_environment() -> None:
 def configure_terminal_logging(verbose: int) -> None:
     """Warnings on stderr; -v shows humantag's info lines, -vv its debug lines. Libraries stay at warnings."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.set_name("humantag-terminal")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.WARNING - 10 * min(verbose, 2))
     root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == handler.get_name()]:  # main() called again in-process
+        root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     for name in OUR_LOGGERS:
