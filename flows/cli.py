@@ -1,22 +1,27 @@
-"""`humantag` command line: one typer app, one module per command in flows/commands/."""
+"""`humantag` command line: one typer app, one module per command in flows/commands/.
+
+Each command module defines `register(app)` and is listed in COMMAND_MODULES. Run
+options are not declared here: `run`, `backfill` and `deploy nightly` generate their
+flags from the run configuration (flows/config.py).
+"""
 
 from __future__ import annotations
 
 import importlib
-import logging
-import sys
 import traceback
+from importlib import metadata
+from typing import Optional
 
 import typer
 
-from flows.errors import HideRunFailureLogs, UserError, format_failure
-from flows.runtime import apply_default_environment
+from flows import interrupts
+from flows.errors import UserError, format_failure
+from flows.runtime import apply_default_environment, configure_terminal_logging, terminal_is_verbose
 
-# Each module defines `register(app: typer.Typer) -> None`.
 COMMAND_MODULES = [
-    "flows.commands.run",
+    "flows.commands.run",  # run, backfill
     "flows.commands.eval",
-    "flows.commands.deploy",
+    "flows.commands.deploy",  # deploy nightly
     "flows.commands.index",
     "flows.commands.serve",
     "flows.commands.search",
@@ -29,21 +34,27 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # plain help wraps at any width; rich's boxes cut flag and env-var names at 80 columns
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            version = metadata.version("humantag")
+        except metadata.PackageNotFoundError:
+            version = "unknown (not installed)"
+        typer.echo(f"humantag {version}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _main(
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output from humantag (-v info, -vv debug)."),
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if not verbose:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(HideRunFailureLogs())
-    # opensearch-py logs every failed request with a traceback; ours say what happened in one line.
-    logging.getLogger("opensearch").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
+    configure_terminal_logging(verbose)
 
 
 for _name in COMMAND_MODULES:
@@ -53,13 +64,14 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     """Entry point: user errors are one line on stderr and exit code 2, never a traceback."""
     apply_default_environment()
+    interrupts.install()
     try:
         exit_code = app(standalone_mode=False)
     except typer.Exit as exc:
         raise SystemExit(getattr(exc, "exit_code", 0)) from None
     except typer.Abort:
-        typer.echo("humantag: aborted", err=True)
-        raise SystemExit(130) from None
+        typer.echo(interrupts.message(), err=True)
+        interrupts.hard_exit(interrupts.exit_code())
     except typer.TyperException as exc:
         # Usage errors as one line (the default is a multi-line box).
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
@@ -70,12 +82,12 @@ def main() -> None:
         typer.echo(f"humantag: error: {exc}", err=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        typer.echo("humantag: interrupted; rerun the same command to resume", err=True)
-        raise SystemExit(130) from None
+        typer.echo(interrupts.message(), err=True)
+        interrupts.hard_exit(interrupts.exit_code())
     except Exception as exc:  # noqa: BLE001 - a failed run: one line per cause, the traceback only with -v
         for line in format_failure(exc):
             typer.echo(f"humantag: error: {line}", err=True)
-        if logging.getLogger().isEnabledFor(logging.INFO):
+        if terminal_is_verbose():
             traceback.print_exception(exc)
         raise SystemExit(1) from None
     raise SystemExit(exit_code if isinstance(exit_code, int) else 0)

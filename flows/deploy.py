@@ -1,4 +1,4 @@
-"""Create the scheduled Prefect deployment of the nightly incremental `label_archive`."""
+"""Create the scheduled Prefect deployment of `label_archive` with a stored RunConfig."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from uuid import UUID
 
 from croniter import croniter
 
-from flows.config import RunConfig
+from flows.config import RunConfig, run_options
+from flows.options import dump_without_secrets
 from flows.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -21,12 +22,9 @@ ENTRYPOINT = "flows/label_archive.py:label_archive"
 
 
 def deployment_parameters(config: RunConfig) -> dict:
-    """Flow parameters stored in the deployment. Never secrets: workers read AWS_* from their env."""
-    update: dict = {"storage": config.storage.model_copy(update={"key": None, "secret": None})}
-    if config.opensearch is not None:
-        update["opensearch"] = config.opensearch.model_copy(update={"password": None})
-    safe = config.model_copy(update=update)
-    return {"config": safe.model_dump(mode="json")}
+    """Flow parameters stored in the deployment: the whole configuration, never its secrets
+    (the worker's environment provides them; see flows.options.fill_secrets_from_env)."""
+    return {"config": dump_without_secrets(config, run_options())}
 
 
 async def _ensure_work_pool(name: str) -> None:
@@ -57,9 +55,9 @@ def deploy_nightly(config: RunConfig, name: str, cron: str, work_pool: str, time
             name=name,
             work_pool_name=work_pool,
             schedule=Cron(cron, timezone=timezone or "UTC"),
-            parameters=deployment_parameters(config.model_copy(update={"incremental": True})),
-            description=f"Nightly incremental labeling of {config.source.url} into {config.dest}",
-            tags=["humantag", "nightly"],
+            parameters=deployment_parameters(config),
+            description=f"Scheduled {config.mode.value} labeling of {config.source.url} into {config.dest}",
+            tags=["humantag", "nightly", f"mode:{config.mode.value}"],
             build=False,
             push=False,
             print_next_steps=False,

@@ -29,7 +29,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.asyn import sync
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from flows.errors import UserError
 from workers.loader import SourceObject
@@ -43,10 +43,12 @@ _PAGE = 1000
 
 class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    url: str
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    url: str = Field(description="Image archive: a folder, file:///path, or s3://bucket/prefix.",
+                     json_schema_extra={"argument": True})
+    include: tuple[str, ...] = Field(default=(), description="Only keys matching this glob (relative to SOURCE; repeatable).")
+    exclude: tuple[str, ...] = Field(default=(), description="Skip keys matching this glob (repeatable).")
+    extensions: tuple[str, ...] = Field(default=DEFAULT_EXTENSIONS, description="File name endings to label (repeatable).",
+                                        json_schema_extra={"flag": "--extension"})
 
     def accepts(self, relative: str) -> bool:
         """`relative` is the key below the source root, with '/' separators."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from typing import Optional
 
 import ray
@@ -18,6 +20,7 @@ def ensure_ray(address: Optional[str] = None) -> dict[str, float]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
         target = address or os.environ.get("RAY_ADDRESS") or None
+        handlers = _signal_handlers()
         with tied_to_this_process(enabled=not target):  # a killed driver leaves no Ray process behind
             ray.init(
                 address=target,
@@ -26,5 +29,14 @@ def ensure_ray(address: Optional[str] = None) -> dict[str, float]:
                 configure_logging=False,
                 ignore_reinit_error=True,
             )
+        # ray.init makes SIGTERM call sys.exit in the driver; whoever runs us (our CLI, Prefect) decides instead.
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
         log.info("ray: %s", f"joined cluster at {target}" if target else "started a local instance")
     return dict(ray.cluster_resources())
+
+
+def _signal_handlers() -> dict[int, object]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None}

@@ -1,107 +1,34 @@
-"""What `humantag run` does: validate, pick the labeler, run the flow with a progress bar, report."""
+"""What `humantag run` and `backfill` do: check, pick the labeler, fit the cluster, run the flow, report."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Optional
+
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from flows import progress
-from flows.config import PoolConfig, RunConfig
+from flows.config import RunConfig
 from flows.errors import UserError
 from flows.estimates import estimate_row
-from flows.listing import SourceSpec, iter_source
-from workers.labelers import LabelerOptions, is_known_labeler, labeler_names
-from workers.loader import DecodeOptions
-from workers.storage import StorageAccessDenied, StorageOptions, classify_storage_error, filesystem, write_bytes_atomic
+from flows.commands.run import RunOutput
+from flows.listing import iter_source
+from flows.resources import cluster_nodes, fit_pool, local_node
+from workers.labelers import create_labeler
+from workers.labelers.base import Placement
+from workers.storage import StorageAccessDenied, classify_storage_error, filesystem, write_bytes_atomic
 
 log = logging.getLogger("humantag.run")
 # Labels committed, search index behind: distinct from user errors (2) so schedulers can alert on it.
 INDEX_PENDING_EXIT_CODE = 3
-
-
-@dataclass
-class RunRequest:
-    source: str
-    out: str
-    labeler: Optional[str] = None
-    shard_size: int = 256
-    replicas: int = 1
-    num_cpus: Optional[float] = None
-    num_gpus: Optional[float] = None
-    batch_size: int = 16
-    shard_concurrency: int = 2
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    run_id: Optional[str] = None
-    model: Optional[str] = None
-    labeler_extra: Optional[dict[str, Any]] = None
-    sensitive_attributes: bool = False
-    max_pixels: int = 89_478_485
-    endpoint_url: Optional[str] = None
-    aws_access_key_id: Optional[str] = None
-    aws_secret_access_key: Optional[str] = None
-    region: Optional[str] = None
-    ray_address: Optional[str] = None
-    show_progress: bool = True
-    json_summary: bool = False
-    incremental: bool = False
-    relabel_stale: bool = False
-    track_deletions: bool = True
-    listing_workers: int = 1
-    backfill: bool = False
-    dry_run: bool = False
-    gpu_rate: Optional[float] = None  # None: the labeler's own figure
-    opensearch: Optional[Any] = None  # indexers.opensearch.settings.OpenSearchSettings
-
-
-def choose_labeler(requested: Optional[str], ray_address: Optional[str]) -> tuple[str, str]:
-    """(name, why). Explicit wins; otherwise HumanVLM behind the gate on GPU clusters, else cpu."""
-    if requested:
-        return requested, "chosen with --labeler"
-    from workers.labelers.default import choose_default_labeler
-    from flows.ray_runtime import ensure_ray
-
-    ensure_ray(ray_address)
-    return choose_default_labeler()
-
-
-def build_config(req: RunRequest, labeler: str) -> RunConfig:
-    storage = StorageOptions.from_env(
-        endpoint_url=req.endpoint_url, key=req.aws_access_key_id, secret=req.aws_secret_access_key, region=req.region
-    )
-    return RunConfig(
-        source=SourceSpec(url=req.source, include=req.include, exclude=req.exclude),
-        dest=req.out.rstrip("/"),
-        labeler=labeler,
-        labeler_options=LabelerOptions(
-            batch_size=req.batch_size,
-            sensitive_attributes=req.sensitive_attributes,
-            model=req.model,
-            extra=req.labeler_extra or {},
-        ),
-        shard_size=req.shard_size,
-        shard_concurrency=req.shard_concurrency,
-        pool=PoolConfig(replicas=req.replicas, num_cpus=req.num_cpus, num_gpus=req.num_gpus),
-        decode=DecodeOptions(max_pixels=req.max_pixels),
-        storage=storage,
-        run_id=req.run_id,
-        ray_address=req.ray_address,
-        incremental=req.incremental,
-        backfill=req.backfill,
-        relabel_stale=req.relabel_stale,
-        track_deletions=req.track_deletions,
-        listing_workers=req.listing_workers,
-        opensearch=req.opensearch,
-    )
 
 
 def check_source(config: RunConfig) -> None:
@@ -129,9 +56,11 @@ def check_destination(config: RunConfig) -> None:
 
 
 class RichProgress:
-    """The terminal progress bar: images done/total, images/s, errors."""
+    """The terminal progress bar (images done/total, images/s, errors) and the flow run's link."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, show_bar: bool = True) -> None:
+        self._console = console
+        self._show_bar = show_bar
         self._progress = Progress(
             TextColumn("[bold]labeling"),
             BarColumn(),
@@ -149,8 +78,14 @@ class RichProgress:
         self._done_now = 0
         self._errors = 0
 
+    def run_started(self, run_id: str, flow_run_url: Optional[str]) -> None:
+        if flow_run_url:
+            self._console.print(f"humantag: run {run_id}: {flow_run_url}", highlight=False, soft_wrap=True)
+
     def start(self, total_images: int, already_done: int) -> None:
         self._started = time.perf_counter()
+        if not self._show_bar:
+            self._progress.disable = True
         self._progress.start()
         self._task = self._progress.add_task("label", total=total_images, completed=already_done, rate=0.0, errors=0)
 
@@ -165,34 +100,51 @@ class RichProgress:
         self._progress.stop()
 
 
-def execute_run(req: RunRequest) -> None:
+def prepare_run(config: RunConfig, dry_run: bool = False) -> tuple[RunConfig, str, Optional[Placement]]:
+    """Everything that can fail in seconds, before any work: source, destination, labeler, cluster fit.
+
+    A local Ray is started only when the labeler must be chosen for the cluster (the flow starts it
+    when there are shards to label): a pool that cannot fit this machine's CPUs fails before it.
+    """
+    check_source(config)  # cheap checks first: a typo in a path should not wait for Ray to start
+    if not dry_run:
+        check_destination(config)
+    if config.labeler and not (config.ray_address or os.environ.get("RAY_ADDRESS")):
+        needs = create_labeler(config.labeler, config.labeler_options).default_placement()
+        if config.pool.num_gpus if config.pool.num_gpus is not None else needs.num_gpus:
+            return config, "chosen with --labeler", None  # GPUs: known once Ray is up; the flow checks them
+        return config, "chosen with --labeler", fit_pool(config.pool, needs, local_node())
+    from flows.label_archive import resolve_labeler  # Prefect and Ray: imported once the cheap checks passed
+    from flows.ray_runtime import ensure_ray
+
+    ensure_ray(config.ray_address)
+    config, why = resolve_labeler(config)
+    labeler = create_labeler(config.labeler, config.labeler_options)
+    return config, why, fit_pool(config.pool, labeler.default_placement(), cluster_nodes())
+
+
+def execute_run(config: RunConfig, output: RunOutput) -> None:
     console = Console(stderr=True)
-    if req.labeler and not is_known_labeler(req.labeler):
-        raise UserError(f"unknown labeler {req.labeler!r}; choose one of: {', '.join(labeler_names())} (or module:Class)")
-    # Cheap checks first: a typo in a path should not wait for Ray to start.
-    provisional = build_config(req, req.labeler or "image-facts")
-    check_source(provisional)
-    if not req.dry_run:
-        check_destination(provisional)
-    labeler, why = choose_labeler(req.labeler, req.ray_address)
-    config = build_config(req, labeler)
-    log.info("labeler %s (%s)", labeler, why)
-    if not req.dry_run:
-        console.print(f"humantag: labeling {config.source.url} -> {config.dest} with [bold]{labeler}[/] ({why}); run {config.resolved_run_id()}")
-
-    if req.dry_run:
-        print_dry_run(config, req.gpu_rate, Console())
+    config, why, placement = prepare_run(config, output.dry_run)
+    log.info("labeler %s (%s)", config.labeler, why)
+    if output.dry_run:
+        print_dry_run(config, output.gpu_rate, Console())
         return
+    console.print(
+        f"humantag: labeling {config.source.url} -> {config.dest} with [bold]{config.labeler}[/] ({why}); "
+        + (f"{config.pool.replicas} replica(s) × {placement.num_cpus:g} CPU" if placement else f"{config.pool.replicas} replica(s)")
+        + (f" × {placement.num_gpus:g} GPU" if placement and placement.num_gpus else ""), highlight=False, soft_wrap=True)
 
+    from flows.interrupts import run_interruptible
     from flows.label_archive import run_label_archive
 
-    if req.show_progress:
-        progress.set_listener(RichProgress(console))
+    listener = RichProgress(console, output.progress)
+    progress.set_listener(listener)
     try:
-        summary = run_label_archive(config)
+        summary = run_interruptible(lambda: run_label_archive(config))
     finally:
         progress.set_listener(None)
-    if req.json_summary:
+    if output.json_summary:
         sys.stdout.write(json.dumps(summary.model_dump(mode="json")) + "\n")
     else:
         print_summary(summary, Console())
@@ -212,7 +164,6 @@ def print_dry_run(config: RunConfig, gpu_rate: Optional[float], console: Console
     import tempfile
 
     from flows.label_archive import plan_run
-    from workers.labelers import create_labeler
 
     labeler = create_labeler(config.labeler, config.labeler_options)  # options only: no weights load
     with tempfile.TemporaryDirectory(prefix="humantag-dry-run-") as scratch:
@@ -251,7 +202,10 @@ def print_summary(summary: Any, console: Console) -> None:
         "shards",
         f"{summary.shards_total} ({summary.shards_done_now} labeled now, {summary.shards_done_before} already done)",
     )
-    table.add_row("this run", f"{summary.images_this_run} images in {summary.wall_s:.1f}s ({summary.images_per_s:.1f} img/s)")
+    table.add_row("this run", f"{summary.images_this_run} images in {summary.labeling_s:.1f}s ({summary.images_per_s:.1f} img/s); "
+                  f"start-up {summary.startup_s:.1f}s")
+    if summary.flow_run_url:
+        table.add_row("Prefect", summary.flow_run_url)
     if summary.index is not None:
         idx = summary.index
         table.add_row("OpenSearch", f"{idx.index}: {idx.documents_indexed} indexed, {idx.documents_deleted} deleted, "

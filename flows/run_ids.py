@@ -13,13 +13,13 @@ import datetime as dt
 
 import fsspec
 
-from flows.config import RunConfig
+from flows.config import RunConfig, RunMode
 from indexers.layout import OutputLayout
 
 
 def resolve_run_id(config: RunConfig, fs: fsspec.AbstractFileSystem, layout: OutputLayout) -> str:
     base = config.resolved_run_id()
-    if config.run_id or not config.incremental or config.backfill:
+    if config.run_id or config.mode is not RunMode.incremental:
         return base
     previous = []
     if fs.exists(layout.runs_dir):

@@ -5,6 +5,7 @@
     DEST/_runs/<run_id>/manifest.parquet         every listed object with its shard id
     DEST/_runs/<run_id>/shards/<shard_id>.json   completion marker + stats, written last
     DEST/_runs/<run_id>/summary.json             merged stats of the run
+    DEST/_runs/<run_id>/attempts/<started_at>.json  the summary of every attempt (reruns included)
     DEST/_index/<physical index>/<shard_id>.<token>.json   index markers (indexers.opensearch.sync)
 
 Temporary files (a local atomic write's `.<name>.<hex>.tmp`, a manifest's
@@ -49,6 +50,10 @@ class OutputLayout:
 
     def summary_file(self, run_id: str) -> str:
         return posixpath.join(self.run_dir(run_id), "summary.json")
+
+    def attempt_file(self, run_id: str, started_at: str) -> str:
+        stamp = started_at.replace(":", "").replace("+0000", "Z")
+        return posixpath.join(self.run_dir(run_id), "attempts", f"{stamp}.json")
 
     @property
     def index_dir(self) -> str:

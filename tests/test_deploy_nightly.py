@@ -15,15 +15,6 @@ from tests.fixtures.cli import cli_env, run_cli
 pytestmark = pytest.mark.slow
 
 
-def _photos(folder, count):
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir(parents=True)
-    for i in range(count):
-        Image.fromarray(np.full((20, 30, 3), i * 20, np.uint8)).save(folder / f"{i}.png")
-
-
 async def _deployment(name: str):
     from prefect.client.orchestration import get_client
 
@@ -40,12 +31,29 @@ async def _flow_run_state(flow_run_id):
         return (await client.read_flow_run(flow_run_id)).state
 
 
-def test_nightly_deployment_is_scheduled_and_runs_through_a_process_worker(prefect_server, tmp_path, monkeypatch):
-    src, dest = tmp_path / "src", tmp_path / "out"
-    _photos(src, 5)
-    env = dict(prefect_server.env)
-    result = run_cli("deploy", "nightly", "--source", str(src), "--out", str(dest), "--cron", "0 2 * * *",
-                     "--name", "nightly-test", "--labeler", "image-facts", "--work-pool", "test-pool", env=env)
+def _png(value: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((20, 30, 3), value, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_nightly_deployment_of_an_s3_source_runs_through_a_process_worker(prefect_server, s3_server, tmp_path, monkeypatch):
+    bucket = s3_server.new_bucket("nightly")
+    client = s3_server.client()
+    for key in ("keep/0.png", "keep/1.png", "keep/2.png", "keep/thumbs/3.png", "other/4.png"):
+        client.put_object(Bucket=bucket, Key=f"photos/{key}", Body=_png(len(key) * 9))
+    dest = tmp_path / "out"
+    # The worker has the credentials; the deployment must not store them.
+    env = dict(prefect_server.env) | s3_server.env()
+    result = run_cli("deploy", "nightly", f"s3://{bucket}/photos", "--out", "out", "--cron", "0 2 * * *",
+                     "--include", "keep/*", "--exclude", "*/thumbs/*", "--shard-size", "2", "--shard-concurrency", "1",
+                     "--name", "nightly-test", "--labeler", "image-facts", "--work-pool", "test-pool", env=env,
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "label_archive/nightly-test" in result.stdout
 
@@ -61,8 +69,12 @@ def test_nightly_deployment_is_scheduled_and_runs_through_a_process_worker(prefe
         deployment, schedules = asyncio.run(_deployment("nightly-test"))
         assert deployment.work_pool_name == "test-pool"
         assert [s.schedule.cron for s in schedules] == ["0 2 * * *"]
-        assert deployment.parameters["config"]["incremental"] is True
-        assert deployment.parameters["config"]["storage"]["secret"] is None
+        stored = deployment.parameters["config"]
+        assert stored["mode"] == "incremental" and stored["shard_concurrency"] == 1
+        assert stored["source"]["include"] == ["keep/*"] and stored["source"]["exclude"] == ["*/thumbs/*"]
+        assert stored["dest"] == str(dest)  # relative paths are resolved before they are stored
+        assert stored["storage"]["secret"] is None and stored["storage"]["key"] is None
+        assert stored["storage"]["endpoint_url"] == s3_server.endpoint
 
         run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "label_archive/nightly-test"],
                              capture_output=True, text=True, env=cli_env(env), timeout=120)
@@ -80,12 +92,14 @@ def test_nightly_deployment_is_scheduled_and_runs_through_a_process_worker(prefe
         deadline = time.monotonic() + 60
         states = []
         while time.monotonic() < deadline:
-            states = [r.state.type.value for r in asyncio.run(runs())]
+            flow_runs = asyncio.run(runs())
+            states = [r.state.type.value for r in flow_runs]
             if states and all(s in ("COMPLETED", "FAILED", "CRASHED") for s in states):
                 break
             time.sleep(1)
         (tmp_path / "worker.log").write_text(worker.stdout + worker.stderr)
         assert states == ["COMPLETED"], (states, (worker.stdout + worker.stderr)[-6000:])
         rows = ds.dataset(str(dest / "labels")).to_table().to_pylist()
-        assert sorted(r["uri"].rsplit("/", 1)[1] for r in rows) == [f"{i}.png" for i in range(5)]
+        assert sorted(r["uri"] for r in rows) == [f"s3://{bucket}/photos/keep/{i}.png" for i in range(3)]
         assert all(r["run_id"].startswith("inc-") for r in rows)
+        assert flow_runs[0].name == rows[0]["run_id"]  # the flow run is named after the run id

@@ -33,7 +33,7 @@ def _rows(s3_server, bucket: str) -> list[dict]:
 def _run(s3_server, bucket: str, *extra: str, index=None) -> dict:
     env = s3_server.env() | (index.env() if index is not None else {})
     result = run_cli("run", f"s3://{bucket}/photos", "--out", f"s3://{bucket}/out", "--labeler", LABELER,
-                     "--incremental", "--shard-size", "3", "--json", "--no-progress", *extra, env=env)
+                     "--mode", "incremental", "--shard-size", "3", "--json", "--no-progress", *extra, env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 

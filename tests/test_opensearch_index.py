@@ -224,4 +224,4 @@ def test_cli_index_never_shows_secrets_and_errors_in_one_line(search_index, tmp_
     assert json.loads(ok.stdout)["documents_indexed"] == 3
     bad = run_cli("index", layout.root, "--opensearch-url", "ftp://x", timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "humantag: error: OpenSearch settings: Value error, OpenSearch URL must be http(s)://host[:port], got 'ftp://x'"]
+        "humantag: error: --opensearch-url: OpenSearch URL must be http(s)://host[:port], got 'ftp://x'"]

@@ -39,6 +39,7 @@ class LabelerReplica:
             "labeler": self.labeler.name,
             "labeler_version": self.labeler.version,
             "setup_s": self.setup_s,
+            "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
             **self.labeler.run_info(),
         }
 
@@ -87,6 +88,7 @@ class LabelerPool:
             num_gpus=placement.num_gpus,
             max_restarts=3,
             max_task_retries=2,
+            scheduling_strategy="SPREAD",  # replicas on every node before a second one on any
         )
         self.actors = [actor_cls.remote(labeler_name, options) for _ in range(replicas)]
         self._outstanding = {i: 0 for i in range(replicas)}

@@ -26,9 +26,9 @@ class SourceObject:
 
 class DecodeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_bytes: int = 256 * 1024 * 1024
-    max_side: Optional[int] = None
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1, description="Images with more pixels are error rows (decompression_bomb).")
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Files larger than this are error rows (too_large).")
+    max_side: Optional[int] = Field(default=None, ge=1, description="Shrink images to this longer side before labeling. Default: the labeler's own.")
     max_aspect_ratio: float = Field(
         default=DEFAULT_MAX_ASPECT_RATIO, ge=1,
         description="Longest side / shortest side above which an image is an unsupported_geometry row "

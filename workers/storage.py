@@ -42,11 +42,14 @@ class DestinationFull(OSError):
 
 class StorageOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    endpoint_url: Optional[str] = None
-    key: Optional[str] = None
-    secret: Optional[SecretStr] = None
-    region: Optional[str] = None
-    anon: bool = False
+    endpoint_url: Optional[str] = Field(default=None, description="S3 endpoint (for S3-compatible servers).",
+                                        json_schema_extra={"env": ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]})
+    key: Optional[str] = Field(default=None, description="S3 access key.", json_schema_extra={
+        "flag": "--aws-access-key-id", "env": "AWS_ACCESS_KEY_ID", "secret": True})
+    secret: Optional[SecretStr] = Field(default=None, description="S3 secret key (prefer the environment variable).",
+                                        json_schema_extra={"flag": "--aws-secret-access-key", "env": "AWS_SECRET_ACCESS_KEY"})
+    region: Optional[str] = Field(default=None, description="S3 region.", json_schema_extra={"env": ["AWS_REGION", "AWS_DEFAULT_REGION"]})
+    anon: bool = Field(default=False, description="Read S3 without credentials (public buckets).", json_schema_extra={"flag": "--s3-anon"})
     read_timeout_s: float = Field(
         default=60.0, gt=0,
         description="Seconds one read of a source object may take; a local read that outlasts it "

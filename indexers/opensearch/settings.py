@@ -11,34 +11,44 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,100}$")
 
 
 class OpenSearchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    urls: list[str] = Field(min_length=1)
-    username: Optional[str] = None
-    password: Optional[SecretStr] = None
-    ca_certs: Optional[str] = None
-    verify_certs: bool = True
-    aws_region: Optional[str] = None  # set: sign requests with SigV4 instead of basic auth
-    aws_service: Literal["es", "aoss"] = "es"
-    index: str = "humantag"  # read alias; the write alias is <index>-write
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=6, ge=0)  # per bulk request: 429, 5xx and connection errors, with backoff
-    bulk_bytes: int = Field(default=10 * 2**20, ge=4096)  # one bulk request, in bytes of NDJSON
+    ENV_PREFIX: ClassVar[str] = "OPENSEARCH_"  # a field's env var: OPENSEARCH_<NAME> unless it names one
+    urls: list[str] = Field(min_length=1, description="OpenSearch URL(s), comma-separated. Unset: no indexing; "
+                            "search reads the Parquet output.", json_schema_extra={"flag": "--opensearch-url", "env": "OPENSEARCH_URL"})
+    username: Optional[str] = Field(default=None, description="Basic-auth user.",
+                                    json_schema_extra={"flag": "--opensearch-user", "env": "OPENSEARCH_USER"})
+    password: Optional[SecretStr] = Field(default=None, description="Basic-auth password (prefer the environment variable).")
+    ca_certs: Optional[str] = Field(default=None, description="CA bundle (PEM) to verify the server's certificate.",
+                                    json_schema_extra={"flag": "--opensearch-ca", "env": "OPENSEARCH_CA_FILE"})
+    verify_certs: bool = Field(default=True, description="Verify TLS certificates (--opensearch-insecure: test clusters only).",
+                               json_schema_extra={"flag": "--opensearch-verify-certs/--opensearch-insecure"})
+    aws_region: Optional[str] = Field(default=None, description="Sign requests with AWS SigV4 for Amazon OpenSearch Service in this region.")
+    aws_service: Literal["es", "aoss"] = Field(default="es", description="SigV4 service: es (OpenSearch Service) or aoss (Serverless).")
+    index: str = Field(default="humantag", description="Index name: the read alias; runs write to <index>-write, physical "
+                       "indices are <index>-v<N>.", json_schema_extra={"flag": "--index", "env": "HUMANTAG_INDEX"})
+    timeout_s: float = Field(default=60.0, gt=0, description="Seconds per OpenSearch request.")
+    max_retries: int = Field(default=6, ge=0, description="Retries per bulk request (429, 5xx, connection errors), with backoff.")
+    bulk_bytes: int = Field(default=10 * 2**20, ge=4096, description="Bytes of NDJSON per bulk request.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_credentials(cls, data: Any) -> Any:
+        return _move_url_credentials(dict(data)) if isinstance(data, dict) and data.get("urls") else data
 
     @field_validator("urls", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part for part in value.split(",")]
-        return [u.strip().rstrip("/") for u in value if u and u.strip()]
+        parts = value.split(",") if isinstance(value, str) else [p for item in value for p in str(item).split(",")]
+        return [u.strip().rstrip("/") for u in parts if u and u.strip()]
 
     @field_validator("urls")
     @classmethod
@@ -58,30 +68,17 @@ class OpenSearchSettings(BaseModel):
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Optional["OpenSearchSettings"]:
-        """Settings from OPENSEARCH_* (flags in `overrides` win); None when no URL is configured."""
-        env = os.environ
-        values: dict[str, Any] = {
-            "urls": env.get("OPENSEARCH_URL"),
-            "username": env.get("OPENSEARCH_USER"),
-            "password": env.get("OPENSEARCH_PASSWORD"),
-            "ca_certs": env.get("OPENSEARCH_CA_FILE"),
-            "aws_region": env.get("OPENSEARCH_AWS_REGION"),
-            "aws_service": env.get("OPENSEARCH_AWS_SERVICE"),
-            "index": env.get("HUMANTAG_INDEX"),
-        }
-        if env.get("OPENSEARCH_VERIFY_CERTS"):
-            values["verify_certs"] = env["OPENSEARCH_VERIFY_CERTS"].strip().lower() not in ("0", "false", "no")
-        values.update(overrides)
-        values = {k: v for k, v in values.items() if v is not None}
+        """Settings from each field's env var (flags in `overrides` win); None when no URL is configured."""
+        values: dict[str, Any] = {}
+        for name, info in cls.model_fields.items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            env = extra.get("env") or f"{cls.ENV_PREFIX}{name.upper()}"
+            if os.environ.get(env):
+                values[name] = os.environ[env]
+        values.update({k: v for k, v in overrides.items() if v is not None})
         if not values.get("urls"):
             return None
-        return cls(**_move_url_credentials(values))
-
-    def with_env_secrets(self) -> "OpenSearchSettings":
-        """Deployments store no secrets: the worker's OPENSEARCH_PASSWORD fills the gap."""
-        if self.password is None and self.username and os.environ.get("OPENSEARCH_PASSWORD"):
-            return self.model_copy(update={"password": SecretStr(os.environ["OPENSEARCH_PASSWORD"])})
-        return self
+        return cls(**values)
 
     def safe_urls(self) -> str:
         """The URLs without credentials: what logs and errors may show."""
@@ -131,7 +128,7 @@ def redact_url(url: str) -> str:
 def _move_url_credentials(values: dict[str, Any]) -> dict[str, Any]:
     """https://user:pass@host → the URL without them, and username/password (unless set explicitly)."""
     urls = values["urls"]
-    urls = urls.split(",") if isinstance(urls, str) else list(urls)
+    urls = [part for url in ([urls] if isinstance(urls, str) else urls) for part in str(url).split(",") if part.strip()]
     clean = []
     for url in urls:
         parts = urlsplit(url.strip())

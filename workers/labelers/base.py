@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from workers.attributes import Person, Quality, Scene
 from workers.images import DecodedImage
@@ -31,11 +31,15 @@ class LabelerOptions(BaseModel):
     """Settings a labeler reads; unknown keys go to `extra` for labeler-specific knobs."""
 
     model_config = ConfigDict(extra="forbid")
-    batch_size: int = 8
-    sensitive_attributes: bool = False
-    model: Optional[str] = None  # hub id, local dir or object-storage URL (HumanVLM)
-    device: Optional[str] = None  # None: chosen in setup(), where the actor runs
-    extra: dict[str, Any] = {}
+    batch_size: int = Field(default=8, ge=1, description="Images per labeler call.", json_schema_extra={"short": "-b"})
+    sensitive_attributes: bool = Field(
+        default=False, description="Also produce perceived gender presentation (never race or ethnicity); "
+                                   "recorded in the run summary.")
+    model: Optional[str] = Field(default=None, description="Model for model-based labelers: hub id, local folder or s3:// URL.")
+    device: Optional[str] = Field(default=None, description="Torch device of the labeler. Default: chosen where the replica runs.")
+    extra: dict[str, Any] = Field(
+        default={}, description="Extra labeler setting KEY=VALUE (repeatable), e.g. -L max_new_tokens=256.",
+        json_schema_extra={"flag": "--labeler-option", "short": "-L"})
 
 
 @dataclass

@@ -1,0 +1,142 @@
+"""Ctrl-C and SIGTERM: stop within seconds, say so in one line, exit 130/143, keep every committed shard.
+
+The flow runs in a thread; the main thread waits for it and turns SIGINT/SIGTERM
+into KeyboardInterrupt. On one, the flow is asked to stop (it submits nothing more,
+kills the replica pool and retries nothing), gets a few seconds to finish, then
+the process exits without running the atexit hooks of Prefect and Ray.
+
+Why not let them run: without PREFECT_API_URL, Prefect serves its API from a
+child process in our process group. Ctrl-C in a terminal (and a scheduler that
+signals the group) stops that server too, and Prefect's exit hooks then retry
+its event websocket (`Unable to connect to ws://.../api/events/in`) for over a
+minute before failing with an httpx traceback. Committed shards need none of it:
+each Parquet file and marker is written atomically, and a rerun of the same
+command resumes from the markers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Optional, TypeVar
+
+from flows import progress
+
+T = TypeVar("T")
+GRACE_S = 8.0  # for the flow to stop after the pool is killed, before the process exits anyway
+_signal_received: Optional[int] = None
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    global _signal_received
+    _signal_received = signum
+    raise KeyboardInterrupt
+
+
+def install() -> None:
+    """SIGTERM and SIGINT raise KeyboardInterrupt in the main thread (remembering which one came)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _raise_interrupt)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def exit_code() -> int:
+    return 128 + (_signal_received or signal.SIGINT)
+
+
+def message() -> str:
+    state = progress.state
+    if state.shards_total is None:
+        return "humantag: interrupted before the plan was made; rerun the same command to resume"
+    return (f"humantag: interrupted after {state.shards_done} of {state.shards_total} shards; "
+            "rerun the same command to resume")
+
+
+def run_interruptible(work: Callable[[], T]) -> T:
+    """`work()` in a thread; on Ctrl-C/SIGTERM stop it, print one line and exit 130/143."""
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="humantag-flow", daemon=True)
+    thread.start()
+    ray_seen = False
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+            if not ray_seen and _ray_started():
+                # Ray's core worker installs its own C-level SIGTERM handler (it prints "*** SIGTERM received");
+                # the flow starts Ray in its thread, so take the signal back from here, the main thread.
+                ray_seen = True
+                install()
+    except KeyboardInterrupt:
+        _stop(thread)
+    if progress.state.stop.is_set():
+        _stop(thread)
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
+
+
+def _ray_started() -> bool:
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+def _stop(thread: threading.Thread) -> None:
+    progress.state.stop.set()
+    # From here on only our line is printed: Ray workers and Prefect's clients complain as they go down.
+    stderr = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    logging.disable(logging.CRITICAL)
+    try:
+        thread.join(GRACE_S)
+    except KeyboardInterrupt:  # a second Ctrl-C: don't wait
+        pass
+    os.write(stderr, (message() + "\n").encode())
+    hard_exit(exit_code())
+
+
+def hard_exit(code: int) -> None:
+    """Stop what we started (Ray's local instance, Prefect's temporary server) and exit now."""
+    sys.stdout.flush()
+    stoppers = [threading.Thread(target=fn, daemon=True) for fn in (_stop_prefect_temporary_server, _shutdown_ray)]
+    for stopper in stoppers:
+        stopper.start()
+    for stopper in stoppers:
+        stopper.join(6.0)
+    os._exit(code)
+
+
+def _stop_prefect_temporary_server() -> None:
+    """Its uvicorn waits for open websockets before it exits: terminate, then kill."""
+    if "prefect.server.api.server" not in sys.modules:
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for server in list(getattr(SubprocessASGIServer, "_instances", {}).values()):
+        process = getattr(server, "server_process", None)
+        if process is None or process.poll() is not None:
+            continue
+        process.terminate()
+        try:
+            process.wait(2.0)
+        except Exception:  # noqa: BLE001 - still up: no more patience
+            process.kill()
+
+
+def _shutdown_ray() -> None:
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
