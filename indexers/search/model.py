@@ -26,6 +26,8 @@ Scalar = Union[bool, int, float, str]
 MAX_TEXT_LENGTH = 512
 MAX_VALUE_LENGTH = 256
 MAX_PAGE_SIZE = 1000
+MAX_PERSON_GROUPS = 9
+_PERSON_N = re.compile(r"^person([1-9])\.(.+)$")
 _WHERE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(>=|<=|!=|=|>|<|~)\s*(.*?)\s*$", re.DOTALL)
 _TRUE = {"true", "yes", "1", "y"}
 _FALSE = {"false", "no", "0", "n"}
@@ -36,16 +38,44 @@ class QueryError(ValueError):
 
 
 class Filter(BaseModel):
-    """`field op value[,value...]`: `=` matches any of the values, `!=` none of them."""
+    """`field op value[,value...]`: `=` matches any of the values, `!=` none of them.
+
+    Person filters with the same `person` number describe one person; `person2.eyewear=glasses` is
+    a second person (who may be anyone in the photo, the first one included).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     field: str
     op: Operator
     values: tuple[Scalar, ...]
+    person: int = Field(default=1, ge=1, le=MAX_PERSON_GROUPS)
 
     @property
     def spec(self) -> FieldSpec:
         return all_fields()[self.field]
+
+    @property
+    def where(self) -> str:
+        """The filter as `--where` text, which `parse_where` reads back to an equal filter."""
+        name = self.field
+        if self.spec.nested and self.person > 1:
+            name = f"person{self.person}.{self.spec.column}"
+        return f"{name}{self.op}{','.join(_value_text(v) for v in self.values)}"
+
+
+def _value_text(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def person_groups(filters: list[Filter]) -> dict[int, list[Filter]]:
+    """The person filters by person number, in order: each group must hold for one person."""
+    groups: dict[int, list[Filter]] = {}
+    for flt in filters:
+        if flt.spec.nested:
+            groups.setdefault(flt.person, []).append(flt)
+    return dict(sorted(groups.items()))
 
 
 class SearchRequest(BaseModel):
@@ -131,7 +161,11 @@ def _parse_scalar(spec: FieldSpec, raw: str) -> Scalar:
 
 
 def make_filter(name: str, op: str, raw_value: str) -> Filter:
-    """A validated filter; QueryError says what is wrong in one line."""
+    """A validated filter; QueryError says what is wrong in one line. `person2.x` is `person.x` of a second person."""
+    person = 1
+    numbered = _PERSON_N.match(name)
+    if numbered:
+        person, name = int(numbered.group(1)), f"person.{numbered.group(2)}"
     spec = all_fields().get(name)
     if spec is None:
         raise QueryError(unknown_field_message(name))
@@ -143,15 +177,15 @@ def make_filter(name: str, op: str, raw_value: str) -> Filter:
             raise QueryError(f"{name}: empty text")
         if len(words) > MAX_TEXT_LENGTH:
             raise QueryError(f"{name}: text longer than {MAX_TEXT_LENGTH} characters")
-        return Filter(field=name, op="~", values=(words,))
+        return Filter(field=name, op="~", values=(words,), person=person)
     if spec.kind == "text":
         raise QueryError(f"{name} is free text: search it with {name}~words")
     if op in (">=", "<=", ">", "<"):
         if spec.kind not in ("int", "float", "date"):
             raise QueryError(f"{op} needs a number or date field; {name} is {spec.kind}")
-        return Filter(field=name, op=op, values=(_parse_scalar(spec, raw_value),))  # type: ignore[arg-type]
+        return Filter(field=name, op=op, values=(_parse_scalar(spec, raw_value),), person=person)  # type: ignore[arg-type]
     values = tuple(dict.fromkeys(_parse_scalar(spec, part) for part in raw_value.split(",")))
-    return Filter(field=name, op=op, values=values)  # type: ignore[arg-type]
+    return Filter(field=name, op=op, values=values, person=person)  # type: ignore[arg-type]
 
 
 def parse_where(expression: str) -> Filter:

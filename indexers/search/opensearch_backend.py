@@ -32,6 +32,7 @@ from indexers.search.model import (
     check_facets,
     decode_cursor,
     encode_cursor,
+    person_groups,
 )
 
 log = logging.getLogger(__name__)
@@ -71,14 +72,17 @@ def _bool(clauses: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 
 def build_query(request: SearchRequest) -> dict[str, Any]:
-    """The `query` part of the search body."""
+    """The `query` part of the search body: one nested query per person (`person_groups`)."""
     top: dict[str, list[dict[str, Any]]] = {"filter": [], "must": [], "must_not": []}
-    person: dict[str, list[dict[str, Any]]] = {"filter": [], "must": [], "must_not": []}
     for flt in request.filters:
-        _add_filter(person if flt.spec.nested else top, flt)
+        if not flt.spec.nested:
+            _add_filter(top, flt)
     if request.text:
         top["must"].append({"match": {"caption": {"query": request.text, "operator": "and"}}})
-    if any(person.values()):
+    for group in person_groups(request.filters).values():
+        person: dict[str, list[dict[str, Any]]] = {"filter": [], "must": [], "must_not": []}
+        for flt in group:
+            _add_filter(person, flt)
         nested = {"nested": {"path": NESTED_PATH, "query": _bool(person), "score_mode": "max"}}
         top["must" if person["must"] else "filter"].append(nested)
     return _bool(top)

@@ -45,6 +45,7 @@ from indexers.search.model import (
     check_facets,
     decode_cursor,
     encode_cursor,
+    person_groups,
 )
 from workers.records import ARROW_SCHEMA
 from workers.storage import StorageOptions, filesystem
@@ -132,8 +133,8 @@ class _Sql:
         # Parameters are bound in the order conditions are built, which must be their order in the SQL:
         # top-level conditions first, then the person conditions, then the text.
         conditions = [self.condition(f, _column(f.spec.path)) for f in request.filters if not f.spec.nested]
-        person_conditions = [self.condition(f, _column(f.spec.column, row="p")) for f in request.filters if f.spec.nested]
-        if person_conditions:
+        for group in person_groups(request.filters).values():
+            person_conditions = [self.condition(f, _column(f.spec.column, row="p")) for f in group]
             conditions.append(
                 f"coalesce(len(list_filter({_column(NESTED_PATH)}, lambda p: {' AND '.join(person_conditions)})) > 0, false)"
             )
