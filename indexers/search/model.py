@@ -101,12 +101,54 @@ class Hit(BaseModel):
     document: dict[str, Any]
 
 
+class NotProduced(BaseModel):
+    """A filtered field that no row has ever filled: the labelers that made the rows do not produce it."""
+
+    field: str
+    labelers: list[str]  # that made the rows, most rows first
+    docs: list[str]  # their documentation (paths in the repository)
+
+    @property
+    def message(self) -> str:
+        made = ", ".join(self.labelers) or "no labeler"
+        which = "this labeler does" if len(self.labelers) == 1 else "these labelers do"
+        see = f" (see {', '.join(self.docs)})" if self.docs else ""
+        return f"{self.field}: no row has it: the rows were made by {made}; {which} not produce this field{see}"
+
+
 class SearchResponse(BaseModel):
     total: int
     hits: list[Hit]
     facets: dict[str, list[FacetBucket]] = Field(default_factory=dict)
     next_cursor: Optional[str] = None  # None on the last page
     took_ms: float = 0.0
+    # Set when nothing matched and a filter names a field the rows never have (why 0 is 0).
+    not_produced: list[NotProduced] = Field(default_factory=list)
+
+
+class FieldProbe(Protocol):
+    """What an engine can tell about the rows it holds."""
+
+    def filled(self, spec: FieldSpec) -> bool:
+        """Any row (person, for person fields) has a value in this field."""
+        ...
+
+    def labelers(self) -> list[str]:
+        """The labelers that made the rows, most rows first."""
+        ...
+
+
+def not_produced(request: "SearchRequest", probe: FieldProbe) -> list[NotProduced]:
+    """The request's fields that no row has ever filled, with the labelers that made the rows."""
+    from workers.labelers import labeler_doc
+
+    names = list(dict.fromkeys([f.field for f in request.filters] + (["caption"] if request.text else [])))
+    missing = [name for name in names if not probe.filled(all_fields()[name])]
+    if not missing:
+        return []
+    labelers = probe.labelers()
+    docs = list(dict.fromkeys(d for d in (labeler_doc(name) for name in labelers) if d))
+    return [NotProduced(field=name, labelers=labelers, docs=docs) for name in missing]
 
 
 class SearchBackend(Protocol):

@@ -33,6 +33,7 @@ import pyarrow.dataset as ds
 from indexers.documents import document_id, row_to_document
 from indexers.fields import NESTED_PATH, FieldSpec, all_fields
 from indexers.layout import OutputLayout
+from indexers.search.search_db import latest_rows
 from indexers.search.model import (
     FacetBucket,
     Filter,
@@ -45,6 +46,7 @@ from indexers.search.model import (
     check_facets,
     decode_cursor,
     encode_cursor,
+    not_produced,
     person_groups,
 )
 from workers.records import ARROW_SCHEMA
@@ -162,13 +164,9 @@ _DERIVED = "ht_bucket(uri) AS bucket, ht_prefix(uri) AS prefix"
 
 
 def _base(include_deleted: bool) -> str:
-    """The rows searched: live ones; with deleted ones, one row per uri (a live row wins, then the newest)."""
-    if include_deleted:
-        return (
-            f"SELECT *, {_DERIVED} FROM labels QUALIFY row_number() OVER "
-            "(PARTITION BY uri ORDER BY deleted_at IS NULL DESC, labeled_at DESC) = 1"
-        )
-    return f"SELECT *, {_DERIVED} FROM labels WHERE deleted_at IS NULL"
+    """The rows searched: one per uri (`latest_rows`), live ones unless deleted ones are asked for too."""
+    live = "" if include_deleted else " WHERE deleted_at IS NULL"
+    return f"SELECT *, {_DERIVED} FROM ({latest_rows('labels')}){live}"
 
 
 def _facet_values(spec: FieldSpec) -> str:
@@ -229,6 +227,8 @@ class ParquetSearchBackend:
             raise SearchUnavailable(f"cannot read {self.dest}: {type(exc).__name__}: {str(exc)[:200]}") from None
         if not exists:
             raise SearchUnavailable(f"{self.dest}: no such folder or prefix (expected the --out of a run, with labels/ in it)")
+        if not self.fs.exists(self.layout.labels_dir):
+            raise SearchUnavailable(f"{self.dest}: no labels/ in it: give the --out of a run (not its source), or run first")
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -317,13 +317,36 @@ class ParquetSearchBackend:
             return hits, more, total, facets
 
         hits, more, total, facets = self._query(files, work)
-        return SearchResponse(
+        response = SearchResponse(
             total=total,
             hits=hits,
             facets=facets,
             next_cursor=encode_cursor([hits[-1].uri]) if more and hits else None,
-            took_ms=(time.perf_counter() - started) * 1000,
         )
+        if total == 0:
+            response.not_produced = not_produced(request, self)
+        response.took_ms = (time.perf_counter() - started) * 1000
+        return response
+
+    def filled(self, spec: FieldSpec) -> bool:
+        """Any row (live or deleted) has a value in this field (a person field: any person)."""
+        files = self._files()
+        if not files:
+            return False
+        if spec.nested:
+            value = _column(spec.column, row="p")
+            present = f"len({value}) > 0" if spec.is_list else f"{value} IS NOT NULL"
+            condition = f"len(list_filter({_column(NESTED_PATH)}, lambda p: {present})) > 0"
+        else:
+            condition = f"{_column(spec.path)} IS NOT NULL"
+        sql = f"SELECT 1 FROM labels WHERE {condition} LIMIT 1"
+        return bool(self._query(files, lambda cursor: self._run(cursor, sql, [])))
+
+    def labelers(self) -> list[str]:
+        files = self._files()
+        sql = ("SELECT labeler FROM labels GROUP BY labeler ORDER BY count(*) FILTER (WHERE status = 'ok') DESC, "
+               "count(*) DESC, labeler")
+        return [r[0] for r in self._query(files, lambda cursor: self._run(cursor, sql, []))] if files else []
 
     @staticmethod
     def _after(request: SearchRequest) -> Optional[str]:

@@ -1,0 +1,226 @@
+"""The embedded search database: DEST/labels copied once into DuckDB tables, kept current by file versions.
+
+    DEST/_search/search-v<FORMAT>.duckdb    (a local DEST; for an s3:// DEST the tables live in memory)
+
+    files     path, version              the label files the tables hold, with the version they were read at
+    rows      every row of every file    (the Parquet columns + `_file`)
+    images    one row per uri            `latest_rows` of `rows`, with derived columns: doc_id, bucket,
+                                         prefix, caption_words (for word-prefix matching without splitting)
+    persons   one row per person         `images.persons` flattened: img + every person column
+
+Before every search `refresh()` lists DEST/labels (one listing, no reads) and compares each file's
+version (S3 ETag, or size + mtime) with `files`: only new, rewritten (superseded rows, marked deletions)
+or removed files are read, and only the images of the uris they hold are recomputed, in one transaction;
+searches running meanwhile see the previous state. Nothing hooks the shard commit: a search after a
+commit sees it. A DEST whose database is held by another process (a `serve` running) cannot open it:
+`SearchDatabaseBusy`, and the caller falls back to scanning the Parquet files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+import fsspec
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from indexers.fields import NESTED_PATH
+from indexers.layout import OutputLayout
+from workers.records import ARROW_SCHEMA
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when the tables below change: an older file is rebuilt
+SEARCH_DIR = "_search"
+READ_BATCH_FILES = 256  # label files read per Arrow scan while (re)building
+
+
+class SearchDatabaseBusy(RuntimeError):
+    """The database file cannot be opened: another process holds it (DuckDB allows one writer
+    process), or it cannot be written here."""
+
+
+def latest_rows(relation: str) -> str:
+    """THE live-row rule, in one place (the rule of indexers/ledger.py): per uri, the newest row by
+    (labeled_at, shard_id). That row is live when its deleted_at is null; deleted rows are only
+    searched on request. Any second row of a uri (a superseded label, a concurrent run) is never shown."""
+    return (
+        f"SELECT * FROM {relation} QUALIFY row_number() OVER "
+        "(PARTITION BY uri ORDER BY labeled_at DESC NULLS LAST, shard_id DESC) = 1"
+    )
+
+
+def _schema_fingerprint() -> str:
+    return hashlib.sha256(f"{FORMAT}:{ARROW_SCHEMA}".encode()).hexdigest()[:16]
+
+
+def database_path(fs: fsspec.AbstractFileSystem, layout: OutputLayout) -> str:
+    """DEST/_search/search-v<FORMAT>.duckdb for a local DEST; in memory (built per process) for a remote one."""
+    if not _is_local(fs):
+        return ":memory:"
+    return posixpath.join(layout.root, SEARCH_DIR, f"search-v{FORMAT}.duckdb")
+
+
+# bucket / prefix of a document (indexers.documents.bucket_and_prefix) as SQL.
+MACROS = (
+    "CREATE OR REPLACE TEMP MACRO ht_protocol(u) AS CASE WHEN strpos(u, '://') > 2 THEN substr(u, 1, strpos(u, '://') - 1) "
+    "WHEN starts_with(u, 'data:') THEN 'data' ELSE NULL END",
+    "CREATE OR REPLACE TEMP MACRO ht_path(u) AS CASE WHEN strpos(u, '://') > 2 THEN substr(u, strpos(u, '://') + 3) "
+    "WHEN starts_with(u, 'data:') THEN substr(u, 6) ELSE u END",
+    "CREATE OR REPLACE TEMP MACRO ht_head(p) AS regexp_extract(p, '(?s)^(.*/)', 1)",
+    "CREATE OR REPLACE TEMP MACRO ht_dirname(p) AS CASE WHEN ht_head(p) <> '' AND regexp_matches(ht_head(p), '[^/]') "
+    "THEN rtrim(ht_head(p), '/') ELSE ht_head(p) END",
+    "CREATE OR REPLACE TEMP MACRO ht_local(u) AS coalesce(ht_protocol(u) IN ('file', 'local'), true)",
+    "CREATE OR REPLACE TEMP MACRO ht_folder(u) AS ht_dirname(ht_path(u))",
+    "CREATE OR REPLACE TEMP MACRO ht_bucket(u) AS CASE WHEN ht_local(u) THEN '' ELSE split_part(ht_folder(u), '/', 1) END",
+    "CREATE OR REPLACE TEMP MACRO ht_prefix(u) AS CASE WHEN ht_local(u) THEN ht_folder(u) WHEN strpos(ht_folder(u), '/') > 0 "
+    "THEN substr(ht_folder(u), strpos(ht_folder(u), '/') + 1) ELSE '' END",
+    # Words of a text, as the text search splits them: lowercased runs of letters, digits and underscores.
+    "CREATE OR REPLACE TEMP MACRO ht_words(t) AS list_filter(string_split_regex(lower(coalesce(t, '')), '[^\\pL\\pN_]+'), lambda w: w <> '')",
+)
+DERIVED_COLUMNS = ("img", "doc_id", "bucket", "prefix", "caption_words")
+
+
+class SearchDatabase:
+    """The tables of one DEST in DuckDB; `refresh()` before reading. Safe to share between threads:
+    each reader takes its own `cursor()`, refreshes are serialised."""
+
+    def __init__(self, dest: str, fs: fsspec.AbstractFileSystem, layout: OutputLayout, path: Optional[str] = None) -> None:
+        import duckdb
+
+        self.dest = dest
+        self.fs = fs
+        self.layout = layout
+        self.path = path or database_path(fs, layout)
+        config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = duckdb.connect(self.path, config=config)
+        except duckdb.IOException as exc:  # held by another process, or not writable here
+            raise SearchDatabaseBusy(f"cannot open {self.path}: {str(exc).splitlines()[0][:200]}") from None
+        self._refresh_lock = threading.Lock()
+        self._setup(self._db)
+        self._create_tables()
+
+    @staticmethod
+    def _setup(connection: Any) -> None:
+        connection.execute("SET TimeZone = 'UTC'")
+        for macro in MACROS:
+            connection.execute(macro)
+
+    def cursor(self) -> Any:
+        cursor = self._db.cursor()
+        self._setup(cursor)
+        return cursor
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- tables ----------------------------------------------------------------------------------
+
+    def _create_tables(self) -> None:
+        db = self._db
+        fingerprint = _schema_fingerprint()
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if found and found[0] != fingerprint:
+            log.info("search database %s: made for another schema, rebuilding", self.path)
+            for table in ("files", "rows", "images", "persons"):
+                db.execute(f"DROP TABLE IF EXISTS {table}")
+            db.execute("DROP SEQUENCE IF EXISTS img_ids")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", [fingerprint])
+        db.execute("CREATE TABLE IF NOT EXISTS files (path VARCHAR PRIMARY KEY, version VARCHAR)")
+        db.execute("CREATE SEQUENCE IF NOT EXISTS img_ids")
+        empty = ARROW_SCHEMA.empty_table()
+        db.register("ht_empty", empty)
+        db.execute("CREATE TABLE IF NOT EXISTS rows AS SELECT *, ''::VARCHAR AS _file FROM ht_empty")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS images AS SELECT 0::BIGINT AS img, ''::VARCHAR AS doc_id, "
+            "''::VARCHAR AS bucket, ''::VARCHAR AS prefix, []::VARCHAR[] AS caption_words, * FROM ht_empty"
+        )
+        person_type = dict(zip(empty.schema.names, empty.schema.types))[NESTED_PATH].value_type
+        db.register("ht_person", pa.table({"p": pa.array([], person_type)}))
+        db.execute("CREATE TABLE IF NOT EXISTS persons AS SELECT 0::BIGINT AS img, unnest(p) FROM ht_person")
+        db.unregister("ht_empty")
+        db.unregister("ht_person")
+
+    # --- refresh ---------------------------------------------------------------------------------
+
+    def _sources(self) -> dict[str, str]:
+        from indexers.opensearch.sync import label_sources
+
+        self.fs.invalidate_cache(self.layout.labels_dir)  # s3fs caches listings: see shards committed since
+        return {s.path: s.version for s in label_sources(self.fs, self.layout)}
+
+    def refresh(self) -> bool:
+        """Bring the tables up to date with DEST/labels; True when something changed."""
+        current = self._sources()
+        with self._refresh_lock:
+            known = dict(self._db.execute("SELECT path, version FROM files").fetchall())
+            changed = sorted(p for p, v in current.items() if known.get(p) != v)
+            removed = sorted(p for p in known if p not in current)
+            if not changed and not removed:
+                return False
+            log.info("search database: reading %d label file(s), dropping %d", len(changed), len(removed))
+            cursor = self.cursor()
+            try:
+                cursor.execute("BEGIN TRANSACTION")
+                self._apply(cursor, changed, removed, current)
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            finally:
+                cursor.close()
+            return True
+
+    def _read(self, paths: list[str]) -> pa.Table:
+        """Rows of these label files with today's schema (columns an older file lacks are null) + `_file`."""
+        if _is_local(self.fs):
+            from pyarrow.fs import LocalFileSystem
+
+            dataset = ds.dataset(paths, filesystem=LocalFileSystem(), format="parquet", schema=ARROW_SCHEMA)
+        else:
+            dataset = ds.dataset(paths, filesystem=self.fs, format="parquet", schema=ARROW_SCHEMA)
+        tables = []
+        for fragment in dataset.get_fragments():
+            table = fragment.to_table(schema=ARROW_SCHEMA)
+            tables.append(table.append_column("_file", pa.repeat(pa.scalar(fragment.path), table.num_rows)))
+        return pa.concat_tables(tables) if tables else ARROW_SCHEMA.empty_table().append_column("_file", pa.array([], pa.string()))
+
+    def _apply(self, cursor: Any, changed: list[str], removed: list[str], current: dict[str, str]) -> None:
+        cursor.execute("CREATE OR REPLACE TEMP TABLE ht_gone (path VARCHAR)")
+        cursor.executemany("INSERT INTO ht_gone VALUES (?)", [[p] for p in changed + removed])
+        cursor.execute("CREATE OR REPLACE TEMP TABLE ht_affected AS SELECT DISTINCT uri FROM rows WHERE _file IN (SELECT path FROM ht_gone)")
+        cursor.execute("DELETE FROM rows WHERE _file IN (SELECT path FROM ht_gone)")
+        for start in range(0, len(changed), READ_BATCH_FILES):
+            batch = self._read(changed[start : start + READ_BATCH_FILES])
+            cursor.register("ht_batch", batch)
+            cursor.execute("INSERT INTO rows SELECT * FROM ht_batch")
+            cursor.execute("INSERT INTO ht_affected SELECT DISTINCT uri FROM ht_batch")
+            cursor.unregister("ht_batch")
+        cursor.execute("CREATE OR REPLACE TEMP TABLE ht_uris AS SELECT DISTINCT uri FROM ht_affected")
+        cursor.execute("DELETE FROM persons WHERE img IN (SELECT img FROM images WHERE uri IN (SELECT uri FROM ht_uris))")
+        cursor.execute("DELETE FROM images WHERE uri IN (SELECT uri FROM ht_uris)")
+        cursor.execute(
+            "CREATE OR REPLACE TEMP TABLE ht_new AS SELECT nextval('img_ids') AS img, substr(sha256(uri), 1, 32) AS doc_id, "
+            "ht_bucket(uri) AS bucket, ht_prefix(uri) AS prefix, ht_words(caption) AS caption_words, * EXCLUDE (_file) "
+            f"FROM ({latest_rows('(SELECT * FROM rows WHERE uri IN (SELECT uri FROM ht_uris))')})"
+        )
+        cursor.execute("INSERT INTO images SELECT * FROM ht_new")
+        cursor.execute(f"INSERT INTO persons SELECT img, unnest(p) FROM (SELECT img, unnest({NESTED_PATH}) AS p FROM ht_new)")
+        cursor.execute("DELETE FROM files WHERE path IN (SELECT path FROM ht_gone)")
+        cursor.executemany("INSERT INTO files VALUES (?, ?)", [[p, current[p]] for p in changed])
+        for table in ("ht_gone", "ht_affected", "ht_uris", "ht_new"):
+            cursor.execute(f"DROP TABLE {table}")
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
