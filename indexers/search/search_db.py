@@ -68,20 +68,20 @@ def database_path(fs: fsspec.AbstractFileSystem, layout: OutputLayout) -> str:
 
 # bucket / prefix of a document (indexers.documents.bucket_and_prefix) as SQL.
 MACROS = (
-    "CREATE OR REPLACE TEMP MACRO ht_protocol(u) AS CASE WHEN strpos(u, '://') > 2 THEN substr(u, 1, strpos(u, '://') - 1) "
+    "CREATE OR REPLACE MACRO ht_protocol(u) AS CASE WHEN strpos(u, '://') > 2 THEN substr(u, 1, strpos(u, '://') - 1) "
     "WHEN starts_with(u, 'data:') THEN 'data' ELSE NULL END",
-    "CREATE OR REPLACE TEMP MACRO ht_path(u) AS CASE WHEN strpos(u, '://') > 2 THEN substr(u, strpos(u, '://') + 3) "
+    "CREATE OR REPLACE MACRO ht_path(u) AS CASE WHEN strpos(u, '://') > 2 THEN substr(u, strpos(u, '://') + 3) "
     "WHEN starts_with(u, 'data:') THEN substr(u, 6) ELSE u END",
-    "CREATE OR REPLACE TEMP MACRO ht_head(p) AS regexp_extract(p, '(?s)^(.*/)', 1)",
-    "CREATE OR REPLACE TEMP MACRO ht_dirname(p) AS CASE WHEN ht_head(p) <> '' AND regexp_matches(ht_head(p), '[^/]') "
+    "CREATE OR REPLACE MACRO ht_head(p) AS regexp_extract(p, '(?s)^(.*/)', 1)",
+    "CREATE OR REPLACE MACRO ht_dirname(p) AS CASE WHEN ht_head(p) <> '' AND regexp_matches(ht_head(p), '[^/]') "
     "THEN rtrim(ht_head(p), '/') ELSE ht_head(p) END",
-    "CREATE OR REPLACE TEMP MACRO ht_local(u) AS coalesce(ht_protocol(u) IN ('file', 'local'), true)",
-    "CREATE OR REPLACE TEMP MACRO ht_folder(u) AS ht_dirname(ht_path(u))",
-    "CREATE OR REPLACE TEMP MACRO ht_bucket(u) AS CASE WHEN ht_local(u) THEN '' ELSE split_part(ht_folder(u), '/', 1) END",
-    "CREATE OR REPLACE TEMP MACRO ht_prefix(u) AS CASE WHEN ht_local(u) THEN ht_folder(u) WHEN strpos(ht_folder(u), '/') > 0 "
+    "CREATE OR REPLACE MACRO ht_local(u) AS coalesce(ht_protocol(u) IN ('file', 'local'), true)",
+    "CREATE OR REPLACE MACRO ht_folder(u) AS ht_dirname(ht_path(u))",
+    "CREATE OR REPLACE MACRO ht_bucket(u) AS CASE WHEN ht_local(u) THEN '' ELSE split_part(ht_folder(u), '/', 1) END",
+    "CREATE OR REPLACE MACRO ht_prefix(u) AS CASE WHEN ht_local(u) THEN ht_folder(u) WHEN strpos(ht_folder(u), '/') > 0 "
     "THEN substr(ht_folder(u), strpos(ht_folder(u), '/') + 1) ELSE '' END",
     # Words of a text, as the text search splits them: lowercased runs of letters, digits and underscores.
-    "CREATE OR REPLACE TEMP MACRO ht_words(t) AS list_filter(string_split_regex(lower(coalesce(t, '')), '[^\\pL\\pN_]+'), lambda w: w <> '')",
+    "CREATE OR REPLACE MACRO ht_words(t) AS list_filter(string_split_regex(lower(coalesce(t, '')), '[^\\pL\\pN_]+'), lambda w: w <> '')",
 )
 DERIVED_COLUMNS = ("img", "doc_id", "bucket", "prefix", "caption_words")
 
@@ -110,14 +110,12 @@ class SearchDatabase:
 
     @staticmethod
     def _setup(connection: Any) -> None:
-        connection.execute("SET TimeZone = 'UTC'")
-        for macro in MACROS:
+        connection.execute("SET GLOBAL TimeZone = 'UTC'")  # every cursor: timestamps are UTC
+        for macro in MACROS:  # stored in the database: every cursor has them
             connection.execute(macro)
 
     def cursor(self) -> Any:
-        cursor = self._db.cursor()
-        self._setup(cursor)
-        return cursor
+        return self._db.cursor()
 
     def close(self) -> None:
         self._db.close()
