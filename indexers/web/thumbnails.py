@@ -151,6 +151,10 @@ class ThumbnailMaker:
         self.cache.put(etag, thumb)
         return thumb
 
+    def read_source(self, uri: str) -> bytes:
+        """The source image's bytes, with the same guards as a thumbnail (size limit, storage errors)."""
+        return self._read(uri)
+
     def _read(self, uri: str) -> bytes:
         try:
             fs, path = filesystem(uri, self.storage)
