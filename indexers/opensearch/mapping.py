@@ -14,6 +14,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
+from indexers.documents import PERSON_TAGS
 from indexers.fields import DERIVED_FIELDS, NESTED_PATH, TEXT_FIELDS
 from workers.records import SCHEMA_VERSION, LabeledImage
 
@@ -60,6 +61,7 @@ def index_mappings() -> dict[str, Any]:
     properties = _properties(LabeledImage, "")
     for name in DERIVED_FIELDS:
         properties[name] = {"type": "keyword", "ignore_above": 2048}
+    properties[PERSON_TAGS] = {"type": "keyword", "ignore_above": 256}  # for Dashboards: see documents.person_tags
     return {
         "dynamic": "strict",
         "_meta": {"humantag_schema_version": SCHEMA_VERSION},
