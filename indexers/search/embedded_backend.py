@@ -4,11 +4,13 @@ Same semantics as the other engines (see parquet_backend's notes on words and fa
 instead of files:
 
     rows searched       `images` (one row per uri, the live-row rule), deleted ones only on request
-    person.* filters    per person group: img IN (SELECT img FROM persons p WHERE <all of its filters>)
-    caption words       every word must start one of the precomputed `caption_words`
-    facets              image counts: top-level fields over the matching images, person fields over
-                        DISTINCT (image, value) pairs of the matching images' persons
-    pages               sorted by uri; the cursor is the last uri of the page
+    person.* filters    per person group: img IN (SELECT img FROM persons p WHERE <all of its filters>);
+                        a group of one `=` filter tests the image's bit mask of that field instead
+    caption words       every word must start a word of the caption: a range of the sorted `words`
+    facets              image counts: top-level fields grouped over the matching images, person fields
+                        counted from the images' bit masks (`search_db.PersonMask`) in the same scan
+    pages               sorted by uri; the cursor is the last uri of the page; the ids of a page are
+                        found first, then their rows fetched through the index on img
 
 Values are bound parameters; column names come from the field catalogue only.
 """
@@ -35,12 +37,12 @@ from indexers.search.model import (
     person_groups,
 )
 from indexers.search.parquet_backend import _column, _facet_value, _Sql, sort_buckets, text_words
-from indexers.search.search_db import DERIVED_COLUMNS, SearchDatabase
+from indexers.search.search_db import SearchDatabase, derived_columns, person_masks
 
 log = logging.getLogger(__name__)
 
 _CAPTION = _column("caption")
-_HIDDEN = ", ".join(c for c in DERIVED_COLUMNS)
+_MAX_CHAR = "\U0010FFFF"  # after every word that starts with a given prefix
 
 
 class _TableSql(_Sql):
@@ -54,13 +56,19 @@ class _TableSql(_Sql):
             return "false"
         conditions = []
         for word in words:
-            self.params.append(word)
-            conditions.append("len(list_filter(caption_words, lambda w: starts_with(w, ?))) > 0")
+            self.params += [word, word + _MAX_CHAR]
+            conditions.append("img IN (SELECT img FROM words WHERE word >= ? AND word < ?)")
         return "(" + " AND ".join(conditions) + ")"
 
     def where(self, request: SearchRequest) -> str:
         conditions = [self.condition(f, _column(f.spec.path)) for f in request.filters if not f.spec.nested]
+        masks = person_masks()
         for group in person_groups(request.filters).values():
+            (first, *rest) = group
+            if not rest and first.op == "=" and first.field in masks:
+                mask = masks[first.field]
+                conditions.append(f"({mask.column} & {mask.bits(first.values)}::UBIGINT) <> 0")
+                continue
             person = [self.condition(f, _column(f.spec.column, row="p")) for f in group]
             conditions.append(f"img IN (SELECT p.img FROM persons p WHERE {' AND '.join(person)})")
         if request.text:
@@ -89,10 +97,24 @@ class EmbeddedSearchBackend:
     def _run(self, sql: str, params: list[Any], rows: bool = False) -> Any:
         cursor = self.db.cursor()
         try:
-            relation = cursor.sql(sql, params=params)
-            return relation.to_arrow_table().to_pylist() if rows else relation.fetchall()
+            return self._on(cursor, sql, params, rows)
         finally:
             cursor.close()
+
+    @staticmethod
+    def _on(cursor: Any, sql: str, params: list[Any], rows: bool = False) -> Any:
+        relation = cursor.sql(sql, params=params)
+        return relation.to_arrow_table().to_pylist() if rows else relation.fetchall()
+
+    def _documents(self, cursor: Any, ids: list[int]) -> list[dict[str, Any]]:
+        """The Parquet columns of these images, in this order (ids are integers from the database)."""
+        if not ids:
+            return []
+        hidden = ", ".join(c for c in derived_columns() if c != "img")
+        found = self._on(cursor, f"SELECT * EXCLUDE ({hidden}) FROM images WHERE img IN ({', '.join(str(int(i)) for i in ids)})",
+                         [], rows=True)
+        by_id = {row.pop("img"): row for row in found}
+        return [by_id[i] for i in ids if i in by_id]
 
     def search(self, request: SearchRequest) -> SearchResponse:
         started = time.perf_counter()
@@ -119,50 +141,70 @@ class EmbeddedSearchBackend:
             condition += " AND uri > ?"
             sql.params.append(after)
         sql.params.append(request.size + 1)  # one more than asked: tells whether another page exists
-        rows = self._run(f"SELECT * EXCLUDE ({_HIDDEN}) FROM images WHERE {condition} ORDER BY uri LIMIT ?",
-                         sql.params, rows=True)
-        hits = [Hit(id=_doc_id(row["uri"]), uri=row["uri"], score=None, document=row_to_document(row))
-                for row in rows[: request.size]]
-        return hits, len(rows) > request.size
+        cursor = self.db.cursor()
+        try:
+            ids = [r[0] for r in self._on(cursor, f"SELECT img FROM images WHERE {condition} ORDER BY uri LIMIT ?", sql.params)]
+            rows = self._documents(cursor, ids[: request.size])
+        finally:
+            cursor.close()
+        hits = [Hit(id=_doc_id(row["uri"]), uri=row["uri"], score=None, document=row_to_document(row)) for row in rows]
+        return hits, len(ids) > request.size
 
     def _counts(self, request: SearchRequest, facet_names: list[str]) -> tuple[int, dict[str, list[FacetBucket]]]:
+        """The total and the facets in one query over the matching images. A masked person facet is
+        grouped by mask (few distinct values), then each mask's bits are counted here."""
         specs = [all_fields()[name] for name in facet_names]
+        masks = person_masks()
         sql = _TableSql()
         where = sql.where(request)
-        top = [(i, s) for i, s in enumerate(specs) if not s.nested]
-        person = [(i, s) for i, s in enumerate(specs) if s.nested]
-        m_columns = ["img", *(f"{_column(s.path)} AS c{i}" for i, s in top)]
-        ctes = [f"m AS MATERIALIZED (SELECT {', '.join(m_columns)} FROM images WHERE {where})"]
-        if person:
-            pm_columns = ["p.img", *(f"{_column(s.column, row='p')} AS c{i}" for i, s in person)]
-            ctes.append(f"pm AS MATERIALIZED (SELECT {', '.join(pm_columns)} FROM persons p SEMI JOIN m ON p.img = m.img)")
+        columns = ["img"]
         arms = ["SELECT -1 AS f, NULL AS v, count(*) AS n FROM m"]
-        for i, spec in top:
-            value = f"unnest(c{i})" if spec.is_list else f"c{i}"
-            source = f"(SELECT DISTINCT img, {value} AS v FROM m)" if spec.is_list else f"(SELECT c{i} AS v FROM m)"
-            arms.append(f"SELECT {i} AS f, CAST(v AS VARCHAR) AS v, count(*) AS n FROM {source} WHERE v IS NOT NULL GROUP BY 2")
-        for i, spec in person:
-            value = f"unnest(c{i})" if spec.is_list else f"c{i}"
-            arms.append(
-                f"SELECT {i} AS f, CAST(v AS VARCHAR) AS v, count(*) AS n "
-                f"FROM (SELECT DISTINCT img, {value} AS v FROM pm) WHERE v IS NOT NULL GROUP BY 2"
-            )
-        rows = self._run(f"WITH {', '.join(ctes)} " + " UNION ALL ".join(arms), sql.params)
+        for i, spec in enumerate(specs):
+            if spec.name in masks:
+                columns.append(f"{masks[spec.name].column} AS c{i}")
+                arms.append(f"SELECT {i} AS f, CAST(c{i} AS VARCHAR) AS v, count(*) AS n FROM m WHERE c{i} <> 0 GROUP BY 2")
+            elif spec.nested:  # a person facet without a mask: distinct (image, value) pairs
+                value = "unnest(p.c)" if spec.is_list else "p.c"
+                arms.append(
+                    f"SELECT {i} AS f, CAST(v AS VARCHAR) AS v, count(*) AS n FROM (SELECT DISTINCT p.img, {value} AS v "
+                    f"FROM (SELECT img, {_column(spec.column)} AS c FROM persons) p SEMI JOIN m ON p.img = m.img) "
+                    "WHERE v IS NOT NULL GROUP BY 2"
+                )
+            else:
+                columns.append(f"{_column(spec.path)} AS c{i}")
+                source = f"(SELECT DISTINCT img, unnest(c{i}) AS v FROM m)" if spec.is_list else f"(SELECT c{i} AS v FROM m)"
+                arms.append(f"SELECT {i} AS f, CAST(v AS VARCHAR) AS v, count(*) AS n FROM {source} WHERE v IS NOT NULL GROUP BY 2")
+        query = f"WITH m AS MATERIALIZED (SELECT {', '.join(columns)} FROM images WHERE {where}) " + " UNION ALL ".join(arms)
         total = 0
-        found: dict[int, list[FacetBucket]] = {i: [] for i in range(len(specs))}
-        for f, value, n in rows:
+        found: dict[int, dict[Any, int]] = {i: {} for i in range(len(specs))}
+        for f, value, n in self._run(query, sql.params):
             if f < 0:
                 total = int(n)
+                continue
+            spec = specs[f]
+            if spec.name in masks:
+                bits = int(value)
+                for k, mask_value in enumerate(masks[spec.name].values):
+                    if bits >> k & 1:
+                        found[f][mask_value] = found[f].get(mask_value, 0) + int(n)
             else:
-                found[f].append(FacetBucket(value=_facet_value(specs[f], value), count=int(n)))
-        return total, {spec.name: sort_buckets(found[i], request.facet_size) for i, spec in enumerate(specs)}
+                found[f][_facet_value(spec, value)] = int(n)
+        facets = {
+            spec.name: sort_buckets([FacetBucket(value=v, count=n) for v, n in found[i].items()], request.facet_size)
+            for i, spec in enumerate(specs)
+        }
+        return total, facets
 
     def get(self, doc_id: str) -> Optional[dict[str, Any]]:
         if not isinstance(doc_id, str) or len(doc_id) != 32 or any(c not in "0123456789abcdef" for c in doc_id):
             return None
         self._refresh()
-        rows = self._run(f"SELECT * EXCLUDE ({_HIDDEN}) FROM images WHERE doc_id = ? AND deleted_at IS NULL LIMIT 1",
-                         [doc_id], rows=True)
+        cursor = self.db.cursor()
+        try:
+            ids = self._on(cursor, "SELECT img FROM images WHERE doc_id = ? AND deleted_at IS NULL LIMIT 1", [doc_id])
+            rows = self._documents(cursor, [ids[0][0]] if ids else [])
+        finally:
+            cursor.close()
         return row_to_document(rows[0]) if rows else None
 
     # --- what the rows hold (for honest empty results) -------------------------------------------

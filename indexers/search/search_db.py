@@ -4,9 +4,11 @@
 
     files     path, version              the label files the tables hold, with the version they were read at
     rows      every row of every file    (the Parquet columns + `_file`)
-    images    one row per uri            `latest_rows` of `rows`, with derived columns: doc_id, bucket,
-                                         prefix, caption_words (for word-prefix matching without splitting)
+    images    one row per uri            `latest_rows` of `rows`, with derived columns: img (id), doc_id,
+                                         bucket, prefix, and per enumerated person field a bit mask of the
+                                         values its persons have (`pm_<field>`: facet counts in one scan)
     persons   one row per person         `images.persons` flattened: img + every person column
+    words     (img, word)                the caption's words, for word-prefix matching by range
 
 Before every search `refresh()` lists DEST/labels (one listing, no reads) and compares each file's
 version (S3 ETag, or size + mtime) with `files`: only new, rewritten (superseded rows, marked deletions)
@@ -22,6 +24,8 @@ import hashlib
 import logging
 import posixpath
 import threading
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,8 +33,9 @@ import fsspec
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from indexers.fields import NESTED_PATH
+from indexers.fields import NESTED_PATH, FieldSpec, all_fields
 from indexers.layout import OutputLayout
+from indexers.search.model import Scalar
 from workers.records import ARROW_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -56,7 +61,8 @@ def latest_rows(relation: str) -> str:
 
 
 def _schema_fingerprint() -> str:
-    return hashlib.sha256(f"{FORMAT}:{ARROW_SCHEMA}".encode()).hexdigest()[:16]
+    """Changes with the record schema or the derived columns: the tables are then rebuilt."""
+    return hashlib.sha256(f"{FORMAT}:{ARROW_SCHEMA}:{[m.sql() for m in person_masks().values()]}".encode()).hexdigest()[:16]
 
 
 def database_path(fs: fsspec.AbstractFileSystem, layout: OutputLayout) -> str:
@@ -83,7 +89,54 @@ MACROS = (
     # Words of a text, as the text search splits them: lowercased runs of letters, digits and underscores.
     "CREATE OR REPLACE MACRO ht_words(t) AS list_filter(string_split_regex(lower(coalesce(t, '')), '[^\\pL\\pN_]+'), lambda w: w <> '')",
 )
-DERIVED_COLUMNS = ("img", "doc_id", "bucket", "prefix", "caption_words")
+MAX_MASK_VALUES = 63
+
+
+@dataclass(frozen=True)
+class PersonMask:
+    """A bit per value of one person field: bit k set when some person of the image has values[k]."""
+
+    spec: FieldSpec
+    values: tuple[Scalar, ...]
+
+    @property
+    def column(self) -> str:
+        return f"pm_{self.spec.column}"
+
+    def bits(self, wanted: tuple[Scalar, ...]) -> int:
+        return sum(1 << self.values.index(v) for v in wanted if v in self.values)
+
+    def sql(self) -> str:
+        """The mask of one `images` row, from its persons list."""
+        column = f'p."{self.spec.column}"'
+        if self.spec.kind == "bool":
+            bit = f"CASE WHEN {column} THEN 1 WHEN NOT {column} THEN 2 ELSE 0 END"
+            per_person = f"list_transform({NESTED_PATH}, lambda p: ({bit})::UBIGINT)"
+        else:
+            cases = " ".join(f"WHEN '{str(v).replace(chr(39), chr(39) * 2)}' THEN {1 << k}" for k, v in enumerate(self.values))
+            if self.spec.is_list:
+                items = f"flatten(list_transform({NESTED_PATH}, lambda p: coalesce({column}, [])))"
+                per_person = f"list_transform({items}, lambda v: (CASE v {cases} ELSE 0 END)::UBIGINT)"
+            else:
+                per_person = f"list_transform({NESTED_PATH}, lambda p: (CASE {column} {cases} ELSE 0 END)::UBIGINT)"
+        return f"coalesce(list_aggregate({per_person}, 'bit_or'), 0)::UBIGINT"
+
+
+@lru_cache(maxsize=1)
+def person_masks() -> dict[str, PersonMask]:
+    """Field name → mask, for every facetable person field of the catalogue."""
+    masks = {}
+    for spec in all_fields().values():
+        if spec.nested and spec.facetable:
+            values: tuple[Scalar, ...] = (True, False) if spec.kind == "bool" else spec.values
+            if 0 < len(values) <= MAX_MASK_VALUES:
+                masks[spec.name] = PersonMask(spec, values)
+    return masks
+
+
+def derived_columns() -> tuple[str, ...]:
+    """Columns of `images` that are not Parquet columns (never part of a document)."""
+    return ("img", "doc_id", "bucket", "prefix", *(m.column for m in person_masks().values()))
 
 
 class SearchDatabase:
@@ -129,8 +182,8 @@ class SearchDatabase:
         found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if found and found[0] != fingerprint:
             log.info("search database %s: made for another schema, rebuilding", self.path)
-            for table in ("files", "rows", "images", "persons"):
-                db.execute(f"DROP TABLE IF EXISTS {table}")
+            for table in ("files", "rows", "images", "persons", "words"):
+                db.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
             db.execute("DROP SEQUENCE IF EXISTS img_ids")
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", [fingerprint])
         db.execute("CREATE TABLE IF NOT EXISTS files (path VARCHAR PRIMARY KEY, version VARCHAR)")
@@ -138,10 +191,15 @@ class SearchDatabase:
         empty = ARROW_SCHEMA.empty_table()
         db.register("ht_empty", empty)
         db.execute("CREATE TABLE IF NOT EXISTS rows AS SELECT *, ''::VARCHAR AS _file FROM ht_empty")
+        masks = "".join(f"0::UBIGINT AS {m.column}, " for m in person_masks().values())
         db.execute(
             "CREATE TABLE IF NOT EXISTS images AS SELECT 0::BIGINT AS img, ''::VARCHAR AS doc_id, "
-            "''::VARCHAR AS bucket, ''::VARCHAR AS prefix, []::VARCHAR[] AS caption_words, * FROM ht_empty"
+            f"''::VARCHAR AS bucket, ''::VARCHAR AS prefix, {masks}* FROM ht_empty"
         )
+        # Pages and documents are fetched by id: an index instead of a scan of the wide rows.
+        db.execute("CREATE INDEX IF NOT EXISTS images_img ON images (img)")
+        db.execute("CREATE INDEX IF NOT EXISTS images_doc_id ON images (doc_id)")
+        db.execute("CREATE TABLE IF NOT EXISTS words (img BIGINT, word VARCHAR)")
         person_type = dict(zip(empty.schema.names, empty.schema.types))[NESTED_PATH].value_type
         db.register("ht_person", pa.table({"p": pa.array([], person_type)}))
         db.execute("CREATE TABLE IF NOT EXISTS persons AS SELECT 0::BIGINT AS img, unnest(p) FROM ht_person")
@@ -204,18 +262,21 @@ class SearchDatabase:
             cursor.execute("INSERT INTO ht_affected SELECT DISTINCT uri FROM ht_batch")
             cursor.unregister("ht_batch")
         cursor.execute("CREATE OR REPLACE TEMP TABLE ht_uris AS SELECT DISTINCT uri FROM ht_affected")
-        cursor.execute("DELETE FROM persons WHERE img IN (SELECT img FROM images WHERE uri IN (SELECT uri FROM ht_uris))")
-        cursor.execute("DELETE FROM images WHERE uri IN (SELECT uri FROM ht_uris)")
+        cursor.execute("CREATE OR REPLACE TEMP TABLE ht_old AS SELECT img FROM images WHERE uri IN (SELECT uri FROM ht_uris)")
+        for table in ("persons", "words", "images"):
+            cursor.execute(f"DELETE FROM {table} WHERE img IN (SELECT img FROM ht_old)")
+        masks = "".join(f"{m.sql()} AS {m.column}, " for m in person_masks().values())
         cursor.execute(
             "CREATE OR REPLACE TEMP TABLE ht_new AS SELECT nextval('img_ids') AS img, substr(sha256(uri), 1, 32) AS doc_id, "
-            "ht_bucket(uri) AS bucket, ht_prefix(uri) AS prefix, ht_words(caption) AS caption_words, * EXCLUDE (_file) "
-            f"FROM ({latest_rows('(SELECT * FROM rows WHERE uri IN (SELECT uri FROM ht_uris))')})"
+            f"ht_bucket(uri) AS bucket, ht_prefix(uri) AS prefix, {masks}* EXCLUDE (_file) "
+            f"FROM ({latest_rows('(SELECT * FROM rows WHERE uri IN (SELECT uri FROM ht_uris))')}) ORDER BY uri"
         )
         cursor.execute("INSERT INTO images SELECT * FROM ht_new")
         cursor.execute(f"INSERT INTO persons SELECT img, unnest(p) FROM (SELECT img, unnest({NESTED_PATH}) AS p FROM ht_new)")
+        cursor.execute("INSERT INTO words SELECT DISTINCT img, unnest(ht_words(caption)) AS word FROM ht_new ORDER BY word")
         cursor.execute("DELETE FROM files WHERE path IN (SELECT path FROM ht_gone)")
         cursor.executemany("INSERT INTO files VALUES (?, ?)", [[p, current[p]] for p in changed])
-        for table in ("ht_gone", "ht_affected", "ht_uris", "ht_new"):
+        for table in ("ht_gone", "ht_affected", "ht_uris", "ht_old", "ht_new"):
             cursor.execute(f"DROP TABLE {table}")
 
 
