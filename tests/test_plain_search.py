@@ -8,6 +8,8 @@ counts, every enumerated person and scene field, synonyms, person grouping, nega
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -16,7 +18,6 @@ from indexers.fields import all_fields
 from indexers.search.model import QueryError, SearchRequest, parse_where
 from indexers.search.plain import interpret
 from tests.test_search import LIVE, NO_OPENSEARCH, backend, dest, labeled_index, uri, uris  # noqa: F401 - fixtures
-from tests.fixtures.cli import run_cli
 
 ALL = [int(r.uri[-6:-4]) for r in LIVE]
 
@@ -141,20 +142,22 @@ def test_never_produced_fields_are_named_on_both_engines(backend) -> None:  # no
                                                  parse_where("person.age_group=child")])).not_produced == []
 
 
-def test_cli_prints_the_interpretation(dest) -> None:  # noqa: F811 - fixture
-    result = run_cli("search", dest, "two people, one in sunglasses, on a beach", "--no-facets",
-                     env={**NO_OPENSEARCH, "COLUMNS": "200"})
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+def test_cli_prints_the_interpretation(dest, monkeypatch, capsys) -> None:  # noqa: F811 - fixture
+    from tests.test_readme_search import run_cli
+
+    code, out, err = run_cli(["search", dest, "two people, one in sunglasses, on a beach", "--no-facets"], monkeypatch, capsys)
+    assert code == 0, err
+    lines = out.splitlines()
     assert lines[0] == ("interpreted as: --where people_count=2 --where person.eyewear=sunglasses "
                         "--where scene.setting=beach")
-    assert "1 image matches" in result.stdout and uri(1) in result.stdout
+    assert "1 image matches" in out and uri(1) in out
 
-    empty = run_cli("search", dest, "--query", "a feminine person", "--format", "jsonl", env=NO_OPENSEARCH)
-    assert empty.returncode == 0, empty.stderr
-    import json
-
-    summary = json.loads(empty.stdout.splitlines()[-1])
+    code, out, err = run_cli(["search", dest, "--query", "a feminine person", "--format", "jsonl"], monkeypatch, capsys)
+    assert code == 0, err
+    summary = json.loads(out.splitlines()[-1])
     assert summary["total"] == 0 and summary["interpreted"] == ["person.gender_presentation=feminine"]
     assert summary["not_produced"][0]["field"] == "person.gender_presentation"
     assert "docs/humanvlm.md" in summary["not_produced"][0]["message"]
+
+    code, _, err = run_cli(["search", str(Path(dest) / "labels"), "kid"], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and "no labels/" in err
