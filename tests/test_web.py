@@ -534,6 +534,17 @@ def test_page_search_facets_details(served: Server, browser: Any, dest: Dest, tm
     wait_for_tiles(*BY_NAME)
     assert "7 images" in browser.find_element(By.ID, "summary").text
 
+    # The server holds DEST's search database (one writer process): a search from here meanwhile
+    # scans the Parquet files instead, with the same answers.
+    from indexers.search.model import SearchRequest
+    from indexers.search.parquet_backend import ParquetSearchBackend
+
+    other = open_backend(str(dest.root), None, StorageOptions())
+    try:
+        assert isinstance(other, ParquetSearchBackend) and other.search(SearchRequest(size=0)).total == len(PHOTOS)
+    finally:
+        other.close()
+
     def chips() -> list[str]:
         return browser.execute_script("return [...document.querySelectorAll('#chips .chip')].map(c => c.dataset.where);")
 
