@@ -161,3 +161,35 @@ def test_cli_prints_the_interpretation(dest, monkeypatch, capsys) -> None:  # no
 
     code, _, err = run_cli(["search", str(Path(dest) / "labels"), "kid"], monkeypatch, capsys)
     assert code == 2 and err.count("\n") == 1 and "no labels/" in err
+
+
+def test_unknown_fields_suggest_values_and_person_numbers_read_back() -> None:
+    with pytest.raises(QueryError, match=r"did you mean person\.eyewear=glasses"):
+        parse_where("person.glasses=true")
+    with pytest.raises(QueryError, match=r"did you mean scene\.setting=beach"):
+        parse_where("scene.beach=yes")
+    second = parse_where("person2.eyewear=sunglasses,glasses")
+    assert second.person == 2 and second.field == "person.eyewear" and second.where == "person2.eyewear=sunglasses,glasses"
+    for bad in ("person0.eyewear=glasses", "person2.people_count=1", "person12.eyewear=glasses"):
+        with pytest.raises(QueryError):
+            parse_where(bad)
+
+
+def test_each_person_is_one_nested_query_in_opensearch() -> None:
+    from indexers.search.opensearch_backend import build_body
+
+    body = build_body(SearchRequest(filters=interpret("a man in glasses with a child in sunglasses").filters))
+    nested = [c["nested"] for c in body["query"]["bool"]["filter"] if "nested" in c]
+    assert [len(n["query"]["bool"]["filter"]) for n in nested] == [1, 2]
+
+
+def test_with_opensearch_a_lone_argument_is_the_query(labeled_index, monkeypatch, capsys) -> None:  # noqa: F811
+    from tests.test_readme_search import run_cli
+
+    for name, value in labeled_index.env().items():
+        monkeypatch.setenv(name, value)
+    code, out, err = run_cli(["search", "two people, one in sunglasses, on a beach", "--format", "jsonl"], monkeypatch, capsys,
+                             opensearch=True)
+    assert code == 0, err
+    hits = [json.loads(line) for line in out.splitlines()[:-1]]
+    assert [h["uri"] for h in hits] == [uri(1)]

@@ -47,11 +47,13 @@ def demo_output(ray_local, tmp_path_factory) -> Path:
     return base / "output"
 
 
-def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+def run_cli(args: list[str], monkeypatch, capsys, opensearch: bool = False) -> tuple[int, str, str]:
+    """`humantag ARGS` in this process: (exit code, stdout, stderr). Without OpenSearch unless asked."""
     from flows.cli import main
 
     monkeypatch.setattr(sys, "argv", ["humantag", *args])
-    monkeypatch.setenv("OPENSEARCH_URL", "")
+    if not opensearch:
+        monkeypatch.setenv("OPENSEARCH_URL", "")
     monkeypatch.setenv("COLUMNS", "200")
     with pytest.raises(SystemExit) as exit_info:
         main()

@@ -42,6 +42,7 @@ sunglasses next to another who smiles.
 Plain words (QUERY) become filters, printed so you can check and correct them:
   humantag search out/ "two people, one in sunglasses, on a beach"
   interpreted as: --where 'people_count=2' --where 'person.eyewear=sunglasses' --where 'scene.setting=beach'
+With OpenSearch configured, DEST is not needed: humantag search "a child in a red jacket".
 Counts ("two people", "a crowd", "nobody"), schema values and synonyms ("shades", "kid", "crimson"),
 one person per description ("a child in a red jacket"; "person2.*" is another person), scene
 words, negation ("without glasses", "no face visible"); other words must be in the caption.
@@ -102,6 +103,8 @@ def search(
 
     from indexers.search.plain import interpret
 
+    if query is None and dest and engine != Engine.parquet and not _is_path(dest) and opensearch.settings() is not None:
+        dest, query = None, dest  # OpenSearch needs no DEST: `humantag search "two people"` is a query
     plain = " ".join(q for q in (query, ask) if q)
     try:
         interpretation = interpret(plain) if plain else None
@@ -156,6 +159,12 @@ def _open(dest: Optional[str], engine: Engine, opensearch: os_opts.OpenSearchFla
         return open_backend(dest, settings, storage)
     except SearchUnavailable as exc:
         raise UserError(str(exc)) from None
+
+
+def _is_path(text: str) -> bool:
+    import os
+
+    return "://" in text or "/" in text or os.path.exists(text)
 
 
 def _print_lines(lines: Any) -> None:
