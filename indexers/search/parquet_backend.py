@@ -1,9 +1,10 @@
-"""Answer a `SearchRequest` without OpenSearch: DuckDB over DEST/labels/*.parquet.
+"""Answer a `SearchRequest` without OpenSearch or a search database: DuckDB over DEST/labels/*.parquet.
 
-The embedded default: nothing to run, the label files are the index. Same
-semantics as the OpenSearch backend:
+The fallback of the embedded search database (`search_db`, used when another process holds it or DEST
+is read-only) and the baseline of bench/index_search.py: every search reads the label files. Same
+semantics as the other backends:
 
-    rows                only live ones (`deleted_at IS NULL`) unless include_deleted
+    rows                one per uri (`search_db.latest_rows`), live ones only unless include_deleted
     person.* filters    all must hold for ONE person: len(list_filter(persons, lambda p: ...)) > 0
     --text, field~words every word (lowercased, split on non-word characters, English stop words
                         dropped) must start a word of the field: case-insensitive word-prefix match,
@@ -33,7 +34,7 @@ import pyarrow.dataset as ds
 from indexers.documents import document_id, row_to_document
 from indexers.fields import NESTED_PATH, FieldSpec, all_fields
 from indexers.layout import OutputLayout
-from indexers.search.search_db import latest_rows
+from indexers.search.search_db import MACROS, latest_rows
 from indexers.search.model import (
     FacetBucket,
     Filter,
@@ -145,21 +146,6 @@ class _Sql:
         return " AND ".join(conditions) if conditions else "true"
 
 
-# bucket / prefix of a document (indexers.documents.bucket_and_prefix) as SQL, for the derived fields.
-_MACROS = (
-    "CREATE MACRO ht_protocol(u) AS CASE WHEN strpos(u, '://') > 2 THEN substr(u, 1, strpos(u, '://') - 1) "
-    "WHEN starts_with(u, 'data:') THEN 'data' ELSE NULL END",
-    "CREATE MACRO ht_path(u) AS CASE WHEN strpos(u, '://') > 2 THEN substr(u, strpos(u, '://') + 3) "
-    "WHEN starts_with(u, 'data:') THEN substr(u, 6) ELSE u END",
-    "CREATE MACRO ht_head(p) AS regexp_extract(p, '(?s)^(.*/)', 1)",
-    "CREATE MACRO ht_dirname(p) AS CASE WHEN ht_head(p) <> '' AND regexp_matches(ht_head(p), '[^/]') "
-    "THEN rtrim(ht_head(p), '/') ELSE ht_head(p) END",
-    "CREATE MACRO ht_local(u) AS coalesce(ht_protocol(u) IN ('file', 'local'), true)",
-    "CREATE MACRO ht_folder(u) AS ht_dirname(ht_path(u))",
-    "CREATE MACRO ht_bucket(u) AS CASE WHEN ht_local(u) THEN '' ELSE split_part(ht_folder(u), '/', 1) END",
-    "CREATE MACRO ht_prefix(u) AS CASE WHEN ht_local(u) THEN ht_folder(u) WHEN strpos(ht_folder(u), '/') > 0 "
-    "THEN substr(ht_folder(u), strpos(ht_folder(u), '/') + 1) ELSE '' END",
-)
 _DERIVED = "ht_bucket(uri) AS bucket, ht_prefix(uri) AS prefix"
 
 
@@ -210,7 +196,7 @@ class ParquetSearchBackend:
         # Never download extensions: remote files are read through our fsspec filesystem.
         self._db = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
                                                       "autoload_known_extensions": False})
-        for macro in _MACROS:
+        for macro in MACROS:
             self._db.execute(macro)
         if not self._local:
             self._db.register_filesystem(self.fs)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Optional
 
-from indexers.fields import FieldSpec, all_fields
+from indexers.fields import all_fields
 from indexers.search.model import MAX_PERSON_GROUPS, MAX_TEXT_LENGTH, Filter, QueryError, Scalar
 
 PEOPLE = "people_count"
@@ -414,17 +414,18 @@ class _Reader:
         self.add(self.pick(word))
         return i + 1
 
+    @staticmethod
+    def is_colour(token: str) -> bool:
+        colors = _color_fields()
+        return any(m.field in colors for m in vocabulary().get(_canonical(token), ()))
+
     def colour(self, word: str, i: int) -> int:
         """"red jacket" → the jacket and its colour; "red hair" → hair colour; "in red" → upper clothing."""
         colors = _color_fields()
         meanings = [m for m in vocabulary()[word] if m.field in colors]
         j = i + 1
-        while self.peek(j) in ("-", "and") or _canonical(self.peek(j)) in vocabulary() and any(
-            m.field in colors for m in vocabulary()[_canonical(self.peek(j))]
-        ) and _canonical(self.peek(j)) != word:
-            j += 1  # "red and white striped shirt": the garment is further on (only the first colour is kept)
-            if j - i > 3:
-                break
+        while j - i <= 3 and (self.peek(j) == "and" or self.is_colour(self.peek(j))):
+            j += 1  # "red and white shirt": the garment is further on (the first colour is kept)
         noun = self.peek(j)
         garment = _canonical(noun)
         negate = self.negate
@@ -478,6 +479,3 @@ def interpret(query: str) -> Interpretation:
     reader.read()
     return Interpretation(query=text, filters=reader.filters(), ignored=reader.ignored)
 
-
-def field_spec(name: str) -> FieldSpec:
-    return all_fields()[name]
