@@ -50,12 +50,12 @@ class SearchDatabaseBusy(RuntimeError):
     process), or it cannot be written here."""
 
 
-def latest_rows(relation: str) -> str:
+def latest_rows(relation: str, columns: str = "*") -> str:
     """THE live-row rule, in one place (the rule of indexers/ledger.py): per uri, the newest row by
     (labeled_at, shard_id). That row is live when its deleted_at is null; deleted rows are only
     searched on request. Any second row of a uri (a superseded label, a concurrent run) is never shown."""
     return (
-        f"SELECT * FROM {relation} QUALIFY row_number() OVER "
+        f"SELECT {columns} FROM {relation} QUALIFY row_number() OVER "
         "(PARTITION BY uri ORDER BY labeled_at DESC NULLS LAST, shard_id DESC) = 1"
     )
 
@@ -107,19 +107,14 @@ class PersonMask:
         return sum(1 << self.values.index(v) for v in wanted if v in self.values)
 
     def sql(self) -> str:
-        """The mask of one `images` row, from its persons list."""
-        column = f'p."{self.spec.column}"'
+        """The bits of one `persons` row (bit_or over an image's persons gives the image's mask)."""
+        column = f'"{self.spec.column}"'
         if self.spec.kind == "bool":
-            bit = f"CASE WHEN {column} THEN 1 WHEN NOT {column} THEN 2 ELSE 0 END"
-            per_person = f"list_transform({NESTED_PATH}, lambda p: ({bit})::UBIGINT)"
-        else:
-            cases = " ".join(f"WHEN '{str(v).replace(chr(39), chr(39) * 2)}' THEN {1 << k}" for k, v in enumerate(self.values))
-            if self.spec.is_list:
-                items = f"flatten(list_transform({NESTED_PATH}, lambda p: coalesce({column}, [])))"
-                per_person = f"list_transform({items}, lambda v: (CASE v {cases} ELSE 0 END)::UBIGINT)"
-            else:
-                per_person = f"list_transform({NESTED_PATH}, lambda p: (CASE {column} {cases} ELSE 0 END)::UBIGINT)"
-        return f"coalesce(list_aggregate({per_person}, 'bit_or'), 0)::UBIGINT"
+            return f"(CASE WHEN {column} THEN 1 WHEN NOT {column} THEN 2 ELSE 0 END)::UBIGINT"
+        cases = " ".join(f"WHEN '{str(v).replace(chr(39), chr(39) * 2)}' THEN {1 << k}" for k, v in enumerate(self.values))
+        if self.spec.is_list:
+            return f"coalesce(list_aggregate(list_transform({column}, lambda v: (CASE v {cases} ELSE 0 END)::UBIGINT), 'bit_or'), 0)::UBIGINT"
+        return f"(CASE {column} {cases} ELSE 0 END)::UBIGINT"
 
 
 @lru_cache(maxsize=1)
@@ -265,18 +260,25 @@ class SearchDatabase:
         cursor.execute("CREATE OR REPLACE TEMP TABLE ht_old AS SELECT img FROM images WHERE uri IN (SELECT uri FROM ht_uris)")
         for table in ("persons", "words", "images"):
             cursor.execute(f"DELETE FROM {table} WHERE img IN (SELECT img FROM ht_old)")
-        masks = "".join(f"{m.sql()} AS {m.column}, " for m in person_masks().values())
+        # The winners by key columns only, then their whole rows (a window over wide rows is slow).
+        winners = latest_rows("(SELECT rowid AS rid, uri, labeled_at, shard_id FROM rows WHERE uri IN (SELECT uri FROM ht_uris))", "rid")
         cursor.execute(
             "CREATE OR REPLACE TEMP TABLE ht_new AS SELECT nextval('img_ids') AS img, substr(sha256(uri), 1, 32) AS doc_id, "
-            f"ht_bucket(uri) AS bucket, ht_prefix(uri) AS prefix, {masks}* EXCLUDE (_file) "
-            f"FROM ({latest_rows('(SELECT * FROM rows WHERE uri IN (SELECT uri FROM ht_uris))')}) ORDER BY uri"
+            f"ht_bucket(uri) AS bucket, ht_prefix(uri) AS prefix, * EXCLUDE (_file) FROM rows WHERE rowid IN ({winners})"
         )
-        cursor.execute("INSERT INTO images SELECT * FROM ht_new")
         cursor.execute(f"INSERT INTO persons SELECT img, unnest(p) FROM (SELECT img, unnest({NESTED_PATH}) AS p FROM ht_new)")
+        masks = person_masks().values()
+        aggregates = ", ".join(f"bit_or({m.sql()}) AS {m.column}" for m in masks)
+        cursor.execute(f"CREATE OR REPLACE TEMP TABLE ht_masks AS SELECT img, {aggregates} FROM persons "
+                       "WHERE img IN (SELECT img FROM ht_new) GROUP BY img")
+        mask_columns = "".join(f"coalesce(k.{m.column}, 0)::UBIGINT, " for m in masks)
+        cursor.execute(f"INSERT INTO images SELECT n.img, n.doc_id, n.bucket, n.prefix, {mask_columns}"
+                       "n.* EXCLUDE (img, doc_id, bucket, prefix) FROM ht_new n LEFT JOIN ht_masks k ON k.img = n.img")
         cursor.execute("INSERT INTO words SELECT DISTINCT img, unnest(ht_words(caption)) AS word FROM ht_new ORDER BY word")
         cursor.execute("DELETE FROM files WHERE path IN (SELECT path FROM ht_gone)")
-        cursor.executemany("INSERT INTO files VALUES (?, ?)", [[p, current[p]] for p in changed])
-        for table in ("ht_gone", "ht_affected", "ht_uris", "ht_old", "ht_new"):
+        if changed:
+            cursor.executemany("INSERT INTO files VALUES (?, ?)", [[p, current[p]] for p in changed])
+        for table in ("ht_gone", "ht_affected", "ht_uris", "ht_old", "ht_new", "ht_masks"):
             cursor.execute(f"DROP TABLE {table}")
 
 
