@@ -17,7 +17,7 @@ import pytest
 from indexers.fields import all_fields
 from indexers.search.model import QueryError, SearchRequest, parse_where
 from indexers.search.plain import interpret
-from tests.test_search import LIVE, NO_OPENSEARCH, backend, dest, labeled_index, uri, uris  # noqa: F401 - fixtures
+from tests.test_search import LIVE, backend, dest, labeled_index, uri, uris  # noqa: F401 - fixtures
 
 ALL = [int(r.uri[-6:-4]) for r in LIVE]
 
