@@ -92,3 +92,22 @@ def test_person_tags_aggregate_in_opensearch(search_index, tmp_path) -> None:
     # Images (not persons) per tag, as the search facets count them; the deleted img08 is not indexed.
     assert counts["eyewear:sunglasses"] == 3 and counts["age_group:child"] == 1 and counts["accessories:phone"] == 1
     assert counts["smiling:true"] == 4
+
+
+def test_an_index_made_before_person_tags_takes_them(search_index, tmp_path) -> None:
+    """An index created by an older humantag (no person_tags in its strict mapping) gets the field on the
+    next sync instead of rejecting every document."""
+    from indexers.opensearch.aliases import IndexNames, swap_aliases
+
+    client = search_index.client()
+    names = IndexNames(search_index.settings.index)
+    old = index_mappings()
+    del old["properties"][PERSON_TAGS]
+    client.indices.create(index=names.physical(1), body={"mappings": old})
+    swap_aliases(client, names, names.physical(1))
+    root = str(tmp_path / "out")
+    write_dest(root, dataset())
+    fs, path = filesystem(root)
+    report = sync_index(search_index.settings, fs, OutputLayout(path), "r1")
+    assert report.ok and report.documents_failed == 0, report
+    assert PERSON_TAGS in client.indices.get_mapping(index=names.physical(1))[names.physical(1)]["mappings"]["properties"]
