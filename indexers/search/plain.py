@@ -109,7 +109,7 @@ FILLER = frozenset(
     "pictures image images shot shots showing show shows find me some there having has have by near to for from "
     "their his her them its looking look looks while into onto both each in-front front visible hair any all "
     "that this these those where which whose being dressed clothes clothing outfit top color colour colored "
-    "coloured more least most at than".split()
+    "coloured more least most at than exactly only just".split()
 )
 _TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*|[,;.+]")
 
@@ -158,6 +158,13 @@ def _color_fields() -> dict[str, str]:
             base = "person." + spec.column[: -len("_color")]
             out[spec.name] = base if base in fields else ""
     return out
+
+
+def _is_thing(name: str) -> bool:
+    """Something a person has or has not (eyewear, headwear, accessories...): a list of values, or
+    values that include "none" (unlike expression, pose or age group)."""
+    spec = all_fields()[name]
+    return spec.nested and (spec.is_list or "none" in spec.values)
 
 
 def _tokens(query: str) -> list[str]:
@@ -434,7 +441,7 @@ class _Reader:
             if not base and meaning.field.split(".", 1)[1].startswith(noun + "_"):
                 self.add(meaning)  # "red hair"
                 return j + 1
-        if garment in vocabulary():
+        if garment in vocabulary() and not self.is_colour(noun):
             for garment_meaning in vocabulary()[garment]:
                 colour_field = garment_meaning.field + "_color"
                 match = next((m for m in meanings if m.field == colour_field), None)
@@ -443,6 +450,11 @@ class _Reader:
                     self.negate = negate
                     self.add(match)
                     return j + 1
+            thing = self.pick(garment)
+            if _is_thing(thing.field):  # a thing the schema gives no colour ("a red tie"): the thing only
+                self.ignored.append(self.tokens[i])
+                self.add(thing)
+                return j + 1
         default = next((m for m in meanings if colors[m.field]), None)
         if default is None:  # a hair-only colour alone ("blond"): the hair
             self.add(meanings[0])
