@@ -62,6 +62,8 @@ QUERIES: list[tuple[str, list[str], Optional[list[int]]]] = [
     ("someone in a bikini", ["person.upper_clothing=swimwear"], []),
     ("a girl in a skirt", ["person.age_group=child", "person.lower_clothing=skirt"], []),
     ("in a suit and tie", ["person.upper_clothing=suit", "person.accessories=tie"], []),
+    ("a man in a black suit and red tie", ["person.upper_clothing=suit", "person.upper_clothing_color=black",
+                                           "person.accessories=tie"], []),  # a tie has no colour in the schema
     ("a feminine person", ["person.gender_presentation=feminine"], []),
     ("sitting on the beach", ["person.pose=sitting", "scene.setting=beach"], []),
     ("walking in the mountains", ["person.pose=walking", "scene.setting=mountain"], []),
@@ -117,6 +119,11 @@ def test_queries_find_the_same_images_on_both_engines(backend) -> None:  # noqa:
         assert response.total == len(got)
         if expected is not None:
             assert got == uris(*expected), (query, backend.describe())
+
+
+def test_words_it_cannot_use_are_reported() -> None:
+    assert interpret("a man in a black suit and red tie").ignored == ["red"]
+    assert interpret("no unicorns").ignored == ["unicorns"] and interpret("no unicorns").filters == []
 
 
 def test_deterministic_and_bounded() -> None:
