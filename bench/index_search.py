@@ -1,7 +1,15 @@
-"""OpenSearch: documents/s indexed from Parquet vs `helpers.bulk`, and search latency at 100,000 documents.
+"""OpenSearch: documents/s indexed from Parquet vs `helpers.bulk`, and search latency at 100,000 documents;
+the embedded search database against DuckDB over the Parquet files.
 
     python bench/index_search.py [--docs 20000] [--rounds 5] [--search-docs 100000] [--queries 100]
     OPENSEARCH_URL=http://localhost:9200 python bench/index_search.py   # a real cluster instead of osmem
+    python bench/index_search.py --embedded 100000,1000000 [--queries 100] [--baseline-queries 20]
+
+3. Embedded (`--embedded N,M`: only this part, no OpenSearch). N synthetic images are written as
+   shards of 256 (4 per cent of them deleted); the same filtered, faceted searches run through the
+   embedded search database (DEST/_search, built on the first search: its build time is printed
+   apart) and through DuckDB over the Parquet files (the engine before it; --baseline-queries of
+   them, as it takes seconds per search at 1M). p50/p95 of each and the ratio, in the same run.
 
 1. Throughput. The same labeled rows are written as Parquet shards of 256.
    Baseline: opensearch-py's `helpers.bulk` on the documents already built in
@@ -51,14 +59,14 @@ CAPTIONS = [
 ]
 
 
-def synthetic_rows(count: int, seed: int = 1) -> list[LabeledImage]:
-    rng = random.Random(seed)
+def synthetic_rows(count: int, seed: int = 1, start: int = 0) -> list[LabeledImage]:
+    rng = random.Random(seed * 1_000_003 + start)
     fields = PersonAttributes.model_fields
     values = {name: literal_values(fields[name].annotation) for name in ("age_group", "expression", "eyewear", "headwear",
                                                                           "upper_clothing", "upper_clothing_color", "pose")}
     now = dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
     rows = []
-    for i in range(count):
+    for i in range(start, start + count):
         persons = [
             Person(**{k: rng.choice(v) for k, v in values.items()}, smiling=rng.random() < 0.4, face_visible=rng.random() < 0.8,
                    face_box=Box(x=rng.randrange(900), y=rng.randrange(600), w=60, h=60, score=rng.random()))
@@ -69,7 +77,7 @@ def synthetic_rows(count: int, seed: int = 1) -> list[LabeledImage]:
             uri=f"s3://media/archive/{i % 97:02d}/{i:07d}.jpg", etag=f"{i:x}", size_bytes=200_000 + i, width=1024, height=768,
             status="ok" if i % 50 else "error", error_kind=None if i % 50 else "truncated", labeler="cpu",
             labeler_version="cpu/1", run_id="bench", shard_id=shard, labeled_at=now, caption=rng.choice(CAPTIONS),
-            people_count=len(persons), persons=persons,
+            people_count=len(persons), persons=persons, deleted_at=now if i % 25 == 7 else None,
             scene=Scene(environment=rng.choice(("indoor", "outdoor")), setting=rng.choice(("beach", "street", "office", "park"))),
         ))
     return rows
@@ -184,14 +192,80 @@ def latency(url: str, docs: int, queries: int) -> None:
         print(f"{name:48} {p50:>9.1f} {p95:>9.1f} {p50 / base_p50:>12.1f}")
 
 
+def _requests(queries: int) -> list:
+    from indexers.search.model import SearchRequest, parse_where
+    from indexers.search.plain import interpret
+
+    rng = random.Random(3)
+    where_choices = [
+        ["people_count>=2", "person.eyewear=sunglasses"],
+        ["person.eyewear=sunglasses", "person.smiling=true"],
+        ["scene.environment=outdoor", "person.upper_clothing_color=red"],
+        ["people_count=0"],
+        ["person.age_group=child", "scene.setting=park,beach"],
+        ["status=error"],
+        ["people_count>=1", "person.face_visible=false", "scene.setting!=office"],
+        [],
+    ]
+    plain = ["two people, one in sunglasses, on a beach", "a child in a red jacket", "no face visible"]
+    texts = [None, None, "beach", "red jacket", "sunglasses street"]
+    requests = []
+    for i in range(queries):
+        if i % 5 == 4:
+            requests.append(SearchRequest(filters=interpret(rng.choice(plain)).filters, size=20))
+        else:
+            requests.append(SearchRequest(filters=[parse_where(w) for w in rng.choice(where_choices)],
+                                          text=rng.choice(texts), size=20))
+    return requests
+
+
+def embedded(sizes: list[int], queries: int, baseline_queries: int) -> None:
+    from indexers.search.backends import open_backend
+    from indexers.search.embedded_backend import EmbeddedSearchBackend
+    from indexers.search.parquet_backend import ParquetSearchBackend
+
+    requests = _requests(queries)
+    print(f"{'images':>10} {'engine':34} {'searches':>8} {'p50 ms':>9} {'p95 ms':>9}")
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            fs, layout = fsspec.filesystem("file"), OutputLayout(tmp)
+            started = time.perf_counter()
+            for start in range(0, size, SHARD):
+                chunk = synthetic_rows(min(SHARD, size - start), seed=2, start=start)
+                write_shard(fs, layout.labels_file(chunk[0].shard_id), chunk)
+            written = time.perf_counter() - started
+            engine = open_backend(tmp, None)
+            assert isinstance(engine, EmbeddedSearchBackend)
+            started = time.perf_counter()
+            engine.db.refresh()
+            built = time.perf_counter() - started
+            ours = _timed(engine.search, requests)
+            scan = ParquetSearchBackend(tmp)
+            theirs = _timed(scan.search, requests[:baseline_queries])
+            for request in requests[:3]:  # the same answers
+                assert engine.search(request).total == scan.search(request).total
+            engine.close()
+            scan.close()
+        print(f"({size:,} images written in {written:.0f}s; search database built on first use in {built:.1f}s)")
+        (p50, p95), (b50, b95) = _percentiles(ours), _percentiles(theirs)
+        print(f"{size:>10,} {'embedded search database':34} {len(ours):>8} {p50:>9.1f} {p95:>9.1f}")
+        print(f"{size:>10,} {'DuckDB over the Parquet files':34} {len(theirs):>8} {b50:>9.1f} {b95:>9.1f}")
+        print(f"{'':>10} {'p50 ratio Parquet / embedded':34} {'':>8} {b50 / p50:>9.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--search-docs", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--embedded", default="", help="image counts, e.g. 100000,1000000: only the embedded-engine part")
+    parser.add_argument("--baseline-queries", type=int, default=20)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.embedded:
+        embedded([int(n) for n in args.embedded.split(",")], args.queries, args.baseline_queries)
+        return
     url = os.environ.get("OPENSEARCH_URL")
     server = None
     if not url:

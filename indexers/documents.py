@@ -1,4 +1,4 @@
-"""A Parquet row as a search document: the same fields, plus bucket/prefix, minus nulls.
+"""A Parquet row as a search document: the same fields, plus bucket/prefix and person_tags, minus nulls.
 
 The document id is a hash of the source uri, so indexing a row again (a rerun,
 a relabel, a rebuild) replaces the image's document instead of adding one.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import posixpath
-from typing import Any
+from functools import lru_cache
+from typing import Any, Optional
 
 from fsspec.core import split_protocol
 
@@ -42,10 +43,38 @@ def _clean(value: Any) -> Any:
     return value
 
 
+# Top-level keywords of the persons' attributes ("eyewear:sunglasses", "smiling:true"): standard
+# OpenSearch Dashboards visualizations cannot aggregate the nested `persons`, they can this.
+PERSON_TAGS = "person_tags"
+
+
+@lru_cache(maxsize=1)
+def _tag_fields() -> tuple[str, ...]:
+    """Person fields that become tags: every enumeration and yes/no attribute of the schema."""
+    from indexers.fields import all_fields
+
+    return tuple(s.column for s in all_fields().values() if s.nested and (s.values or s.kind == "bool"))
+
+
+def person_tags(persons: Optional[list[dict[str, Any]]]) -> list[str]:
+    """`field:value` of every person's enumerated attributes, each once, in schema order."""
+    tags: dict[str, None] = {}
+    for name in _tag_fields():
+        for person in persons or []:
+            value = person.get(name)
+            for item in value if isinstance(value, list) else [value]:
+                if item is not None:
+                    tags[f"{name}:{str(item).lower() if isinstance(item, bool) else item}"] = None
+    return list(tags)
+
+
 def row_to_document(row: dict[str, Any]) -> dict[str, Any]:
     """The search document of one Parquet row (a dict as pyarrow's to_pylist gives it)."""
     document = _clean(row)
     bucket, prefix = bucket_and_prefix(row["uri"])
     document["bucket"] = bucket
     document["prefix"] = prefix
+    tags = person_tags(row.get("persons"))
+    if tags:
+        document[PERSON_TAGS] = tags
     return document

@@ -122,11 +122,29 @@ def field(name: str) -> FieldSpec:
     return all_fields()[name]
 
 
+def value_suggestions(name: str) -> list[str]:
+    """`person.eyewear=glasses` for `person.glasses`: fields (same prefix first) having the last part as a value."""
+    import difflib
+
+    prefix, _, word = name.rpartition(".")
+    word = word.lower().replace("_", "-")
+    exact, close = [], []
+    for spec in all_fields().values():
+        matches = difflib.get_close_matches(word, spec.values, n=1, cutoff=0.85)
+        if not matches:
+            continue
+        ranked = exact if matches[0] == word else close
+        same_prefix = spec.name.startswith(prefix + ".") if prefix else True
+        ranked.append((not same_prefix, f"{spec.name}={matches[0]}"))
+    return [text for _, text in sorted(exact, key=lambda t: t[0]) + sorted(close, key=lambda t: t[0])]
+
+
 def unknown_field_message(name: str) -> str:
     import difflib
 
     names = list(all_fields())
-    close = difflib.get_close_matches(name, names, n=3)
+    close = value_suggestions(name)[:3]
+    close += difflib.get_close_matches(name, names, n=3 - len(close)) if len(close) < 3 else []
     hint = f"; did you mean {', '.join(close)}?" if close else f"; known fields: {', '.join(names)}"
     return f"unknown field {name!r}{hint}"
 

@@ -23,6 +23,7 @@ from indexers.parquet_sink import write_shard
 from indexers.search.backends import open_backend
 from indexers.search.model import QueryError, SearchRequest, decode_cursor, encode_cursor, parse_where
 from indexers.search.opensearch_backend import OpenSearchSearchBackend, build_body
+from indexers.search.embedded_backend import EmbeddedSearchBackend
 from indexers.search.parquet_backend import ParquetSearchBackend, text_words
 from tests.fixtures.cli import run_cli
 from tests.fixtures import opensearch as opensearch_fixtures
@@ -140,7 +141,7 @@ def labeled_index(search_cluster, dest):
 def backend(request, dest):
     if request.param == "parquet":
         engine = open_backend(dest, None)
-        assert isinstance(engine, ParquetSearchBackend)
+        assert isinstance(engine, EmbeddedSearchBackend)
     else:
         engine = open_backend(dest, request.getfixturevalue("labeled_index").settings)
         assert isinstance(engine, OpenSearchSearchBackend)
@@ -456,8 +457,11 @@ def test_open_backend_errors(tmp_path):
         open_backend(None, None)
     with pytest.raises(SearchUnavailable, match="no such folder"):
         open_backend(str(tmp_path / "missing"), None)
-    (tmp_path / "empty").mkdir()
-    engine = open_backend(str(tmp_path / "empty"), None)  # a DEST before its first run: nothing found
+    (tmp_path / "photos").mkdir()  # a folder without labels/ (the source of a run, a typo): not "0 images"
+    with pytest.raises(SearchUnavailable, match="no labels/"):
+        open_backend(str(tmp_path / "photos"), None)
+    (tmp_path / "empty" / "labels").mkdir(parents=True)
+    engine = open_backend(str(tmp_path / "empty"), None)  # labels/ with no shard committed yet: nothing found
     try:
         response = engine.search(SearchRequest())
         assert response.total == 0 and response.hits == [] and response.facets["people_count"] == []

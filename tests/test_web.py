@@ -9,6 +9,7 @@ driven in headless Chromium against `humantag serve` running as a subprocess.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import queue
@@ -338,6 +339,39 @@ def test_unreachable_opensearch_is_503_with_one_line(dest: Dest) -> None:
         backend.close()
 
 
+def test_plain_words_originals_and_honest_empty_results(client: TestClient, dest: Dest) -> None:
+    meaning = client.get("/api/interpret", params={"q": "someone in shades on the beach"})
+    assert meaning.status_code == 200 and meaning.json()["where"] == ["person.eyewear=sunglasses", "scene.setting=beach"]
+    assert client.get("/api/interpret", params={"q": " "}).status_code == 400
+    found = client.get("/api/search", params={"q": "someone in shades on the beach"}).json()
+    assert found["interpreted"] == meaning.json()["where"] and found["not_produced"] == []
+    assert _ids_of(found) == {dest.id("beach-1.jpg"), dest.id("beach-2.jpg")}
+
+    # Nothing matches because no row has the field: say which labeler made the rows, and where its doc is.
+    empty = client.get("/api/search", params={"where": "person.gender_presentation=feminine"}).json()
+    assert empty["total"] == 0
+    (note,) = empty["not_produced"]
+    assert note["field"] == "person.gender_presentation" and note["labelers"] == ["cpu"]
+    assert "docs/cpu-labeler.md" in note["message"]
+
+    # The original, proxied by the server with the thumbnails' guards.
+    original = client.get(f"/api/originals/{dest.id('office.png')}")
+    assert original.status_code == 200 and original.headers["content-type"] == "image/png"
+    assert original.content == (dest.photos / "office.png").read_bytes()
+    assert "sandbox" in original.headers["content-security-policy"]
+    assert client.get(f"/api/originals/{dest.id('missing.jpg')}").json()["kind"] == "missing"
+    corrupt = client.get(f"/api/originals/{dest.id('corrupt.jpg')}")
+    assert corrupt.status_code == 422 and corrupt.json()["kind"] == "not_an_image"
+    stranger = dest.photos.parent / "not-indexed-original.jpg"
+    Image.new("RGB", (8, 8)).save(stranger)
+    assert client.get(f"/api/originals/{document_id(stranger.as_uri())}").status_code == 404
+    assert client.get("/api/originals/..%2F..%2Fetc%2Fpasswd").status_code == 404
+
+
+def _ids_of(body: dict[str, Any]) -> set[str]:
+    return {hit["id"] for hit in body["hits"]}
+
+
 # ---- thumbnail guards, on the maker itself (no backend involved) -----------------------------
 
 
@@ -500,15 +534,30 @@ def test_page_search_facets_details(served: Server, browser: Any, dest: Dest, tm
     wait_for_tiles(*BY_NAME)
     assert "7 images" in browser.find_element(By.ID, "summary").text
 
-    # Free text, submitted with the button.
-    box = browser.find_element(By.CSS_SELECTOR, "input#text")
-    assert browser.find_element(By.CSS_SELECTOR, "label[for=text]").text == "Search captions"
+    # The server holds DEST's search database (one writer process): a search from here meanwhile
+    # scans the Parquet files instead, with the same answers.
+    from indexers.search.model import SearchRequest
+    from indexers.search.parquet_backend import ParquetSearchBackend
+
+    other = open_backend(str(dest.root), None, StorageOptions())
+    try:
+        assert isinstance(other, ParquetSearchBackend) and other.search(SearchRequest(size=0)).total == len(PHOTOS)
+    finally:
+        other.close()
+
+    def chips() -> list[str]:
+        return browser.execute_script("return [...document.querySelectorAll('#chips .chip')].map(c => c.dataset.where);")
+
+    # Plain words, submitted with the button: their filters show as chips.
+    box = browser.find_element(By.CSS_SELECTOR, "input#q")
+    assert browser.find_element(By.CSS_SELECTOR, "label[for=q]").text == "Describe the photos"
     box.send_keys("beach")
     browser.find_element(By.ID, "search-button").click()
     found = wait_for_tiles("beach-1.jpg", "beach-2.jpg", "rotated.jpg")
+    assert chips() == ["scene.setting=beach"]
     wait.until(lambda d: all(loaded(t) for t in tiles()))
     assert all(t.find_element(By.TAG_NAME, "img").get_attribute("loading") == "lazy" for t in found)
-    assert "text=beach" in browser.current_url
+    assert "q=beach" in browser.current_url and "where=scene.setting%3Dbeach" in browser.current_url
 
     # Tick a facet value: the results narrow, and the field's other values stay available (OR).
     sunglasses = 'input[type=checkbox][data-field="person.eyewear"][data-value="sunglasses"]'
@@ -535,7 +584,7 @@ def test_page_search_facets_details(served: Server, browser: Any, dest: Dest, tm
     # The URL is the search: reloading it restores text, ticked facet, results and the open panel.
     browser.refresh()
     wait_for_tiles("beach-1.jpg", "beach-2.jpg")
-    assert browser.find_element(By.ID, "text").get_attribute("value") == "beach"
+    assert browser.find_element(By.ID, "q").get_attribute("value") == "beach" and chips() == ["scene.setting=beach"]
     wait.until(lambda d: d.find_element(By.CSS_SELECTOR, sunglasses).is_selected())
     wait.until(lambda d: d.find_element(By.ID, "details-caption").text == caption)
     browser.find_element(By.ID, "details-close").click()
@@ -549,7 +598,8 @@ def test_page_search_facets_details(served: Server, browser: Any, dest: Dest, tm
     (error_tile,) = wait_for_tiles("corrupt.jpg")
     assert "error: not_an_image" in error_tile.text
     wait.until(lambda d: "broken" in error_tile.get_attribute("class"))
-    where.clear()
+    browser.find_element(By.CSS_SELECTOR, '#chips .chip[data-where="status=error"] button').click()  # remove the chip
+    wait_for_tiles(*BY_NAME)
     where.send_keys("scene.setting=event")
     browser.find_element(By.ID, "search-button").click()
     (missing_tile,) = wait_for_tiles("missing.jpg")
@@ -568,11 +618,59 @@ def test_page_search_facets_details(served: Server, browser: Any, dest: Dest, tm
 
     # A bad filter is shown as one line, not a broken page.
     where = browser.find_element(By.ID, "where")
-    where.clear()
     where.send_keys("person.eyewear=purple")
     browser.find_element(By.ID, "search-button").click()
     wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
     assert "person.eyewear is one of" in browser.find_element(By.ID, "error").text
+
+    # A plain-language query from the box: chips and results; removing a chip widens the search.
+    browser.get(served.url)
+    wait_for_tiles(*BY_NAME)
+    box = browser.find_element(By.ID, "q")
+    box.send_keys("someone in shades on the beach", Keys.ENTER)
+    wait_for_tiles("beach-1.jpg", "beach-2.jpg")
+    assert chips() == ["person.eyewear=sunglasses", "scene.setting=beach"]
+    browser.find_element(By.CSS_SELECTOR, '#chips .chip[data-where="person.eyewear=sunglasses"] button').click()
+    wait_for_tiles("beach-1.jpg", "beach-2.jpg", "rotated.jpg")
+    assert chips() == ["scene.setting=beach"]
+
+    # Underscores are visible in the filter box and the chips: "_" must draw pixels where a space draws none.
+    def pixels_differ(selector: str, prop: str) -> bool:
+        import io as _io
+
+        from PIL import ImageChops
+
+        shots = []
+        for text in ("__________", "          "):
+            browser.execute_script(f"document.querySelector(arguments[0]).{prop} = arguments[1];", selector, text)
+            shots.append(Image.open(_io.BytesIO(browser.find_element(By.CSS_SELECTOR, selector).screenshot_as_png)).convert("L"))
+        return ImageChops.difference(*shots).getbbox() is not None
+
+    assert pixels_differ("#where", "value") and pixels_differ("#chips .chip-text", "textContent")
+    browser.execute_script("document.querySelector('#where').value = '';")
+
+    # Boxes on the detail image, where the labeler put them; a link to the original.
+    browser.find_element(By.CSS_SELECTOR, f'#grid .tile[data-id="{dest.id("beach-1.jpg")}"]').click()
+    wait.until(lambda d: d.find_element(By.ID, "details").is_displayed())
+    wait.until(lambda d: d.execute_script("const i = document.querySelector('.details-image'); return i.complete && i.naturalWidth > 0;"))
+    image, face = browser.execute_script(
+        "const r = (e) => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.width, b.height]; };"
+        "return [r(document.querySelector('.details-image')), ...[...document.querySelectorAll('.details-frame .box')].map(r)];")
+    left, top, width, height = image
+    assert abs(face[0] - (left + width * 10 / 640)) < 2 and abs(face[1] - (top + height * 12 / 480)) < 2
+    assert abs(face[2] - width * 40 / 640) < 2 and abs(face[3] - height * 48 / 480) < 2
+    original = browser.find_element(By.ID, "details-original").get_attribute("href")
+    assert httpx.get(original, timeout=10).content == (dest.photos / "beach-1.jpg").read_bytes()
+    browser.find_element(By.ID, "details-close").click()
+
+    # The date filter on labeled_at: from tomorrow on, nothing.
+    tomorrow = (utcnow() + dt.timedelta(days=1)).date().isoformat()
+    browser.execute_script("const i = document.getElementById('date-from'); i.value = arguments[0];"
+                           "i.dispatchEvent(new Event('change'));", tomorrow)
+    wait.until(lambda d: d.find_element(By.ID, "summary").get_attribute("data-total") == "0")
+    assert f"from={tomorrow}" in browser.current_url
+    browser.find_element(By.ID, "clear-button").click()
+    wait_for_tiles(*BY_NAME)
 
     # No script errors or blocked resources (the failed thumbnails' 404/422 are expected).
     problems = [entry["message"] for entry in browser.get_log("browser")

@@ -39,6 +39,14 @@ Every person.* filter must hold for the SAME person: --where person.eyewear=sung
 --where person.expression=smiling finds a smiling person in sunglasses, not one person in
 sunglasses next to another who smiles.
 \b
+Plain words (QUERY) become filters, printed so you can check and correct them:
+  humantag search out/ "two people, one in sunglasses, on a beach"
+  interpreted as: --where 'people_count=2' --where 'person.eyewear=sunglasses' --where 'scene.setting=beach'
+With OpenSearch configured, DEST is not needed: humantag search "a child in a red jacket".
+Counts ("two people", "a crowd", "nobody"), schema values and synonyms ("shades", "kid", "crimson"),
+one person per description ("a child in a red jacket"; "person2.*" is another person), scene
+words, negation ("without glasses", "no face visible"); other words must be in the caption.
+\b
 Examples:
   humantag search out/ --where 'people_count>=2' --where 'person.eyewear=sunglasses' \\
       --where 'scene.setting=beach' --text 'red dress'
@@ -59,6 +67,10 @@ def register(app: typer.Typer) -> None:
 def search(
     dest: Optional[str] = typer.Argument(None, envvar="HUMANTAG_OUT", show_default=False,
                                          help="The --out of a run (folder or s3:// prefix): searched with DuckDB when no OpenSearch is configured."),
+    query: Optional[str] = typer.Argument(None, show_default=False,
+                                          help="What to find in plain words, e.g. \"two people, one in sunglasses, on a beach\": turned into --where filters, which are printed."),
+    ask: Optional[str] = typer.Option(None, "--query", "-q", show_default=False,
+                                      help="The same as QUERY (handy with OpenSearch and no DEST)."),
     where: list[str] = typer.Option([], "--where", "-w", show_default=False,
                                     help="Filter FIELD OP VALUE (repeatable, all must hold), e.g. 'people_count>=2', 'person.eyewear=sunglasses,glasses', 'caption~red dress'."),
     text: Optional[str] = typer.Option(None, "--text", "-t", show_default=False,
@@ -89,8 +101,16 @@ def search(
         _print_lines(render.fields_jsonl()) if output_format == OutputFormat.jsonl else Console().print(render.fields_table())
         return
 
+    from indexers.search.plain import interpret
+
+    if query is None and dest and engine != Engine.parquet and not _is_path(dest) and opensearch.settings() is not None:
+        dest, query = None, dest  # OpenSearch needs no DEST: `humantag search "two people"` is a query
+    plain = " ".join(q for q in (query, ask) if q)
     try:
+        interpretation = interpret(plain) if plain else None
         filters = [parse_where(expression) for expression in where]
+        if interpretation is not None:
+            filters = interpretation.filters + filters
         facets = [] if no_facets else check_facets(list(dict.fromkeys(facet))) if facet else None
         request = SearchRequest(filters=filters, text=text or None, size=limit, after=after, facet_size=facet_size,
                                 include_deleted=include_deleted, **({} if facets is None else {"facets": facets}))
@@ -110,10 +130,14 @@ def search(
     finally:
         backend.close()
 
+    understood = interpretation.where if interpretation is not None else None
     if output_format == OutputFormat.jsonl:
-        _print_lines(render.jsonl_lines(response))
+        _print_lines(render.jsonl_lines(response, understood))
     else:
-        render.print_response(Console(), response, source)
+        console = Console()
+        if interpretation is not None:
+            render.print_interpretation(console, interpretation)
+        render.print_response(console, response, source)
 
 
 def _open(dest: Optional[str], engine: Engine, opensearch: os_opts.OpenSearchFlags, endpoint_url: Optional[str],
@@ -135,6 +159,12 @@ def _open(dest: Optional[str], engine: Engine, opensearch: os_opts.OpenSearchFla
         return open_backend(dest, settings, storage)
     except SearchUnavailable as exc:
         raise UserError(str(exc)) from None
+
+
+def _is_path(text: str) -> bool:
+    import os
+
+    return "://" in text or "/" in text or os.path.exists(text)
 
 
 def _print_lines(lines: Any) -> None:

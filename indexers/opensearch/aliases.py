@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from indexers.opensearch.mapping import put_templates
+from indexers.opensearch.mapping import add_new_fields, put_templates
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def ensure_index(client: Any, names: IndexNames) -> str:
     put_templates(client, names.base)
     current = alias_target(client, names.write_alias)
     if current:
+        add_new_fields(client, current)
         return current
     existing = physical_indices(client, names)
     target = max(existing, key=existing.__getitem__) if existing else names.physical(1)

@@ -9,13 +9,17 @@ the Arrow schema, so a document can't carry a field the mapping lacks.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import types
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
+from indexers.documents import PERSON_TAGS
 from indexers.fields import DERIVED_FIELDS, NESTED_PATH, TEXT_FIELDS
 from workers.records import SCHEMA_VERSION, LabeledImage
+
+log = logging.getLogger(__name__)
 
 # Box coordinates are pixels; everything else numeric is a count, a size or a score.
 _INTEGER_PARENTS = ("person_box", "face_box")
@@ -60,6 +64,7 @@ def index_mappings() -> dict[str, Any]:
     properties = _properties(LabeledImage, "")
     for name in DERIVED_FIELDS:
         properties[name] = {"type": "keyword", "ignore_above": 2048}
+    properties[PERSON_TAGS] = {"type": "keyword", "ignore_above": 256}  # for Dashboards: see documents.person_tags
     return {
         "dynamic": "strict",
         "_meta": {"humantag_schema_version": SCHEMA_VERSION},
@@ -90,3 +95,15 @@ def put_templates(client: Any, index: str) -> None:
             "_meta": {"managed_by": "humantag", "schema_version": SCHEMA_VERSION},
         },
     )
+
+
+def add_new_fields(client: Any, index: str) -> None:
+    """Put today's mapping on an existing physical index: fields added to the schema since it was created
+    (e.g. person_tags) become indexable without a rebuild. A changed type cannot be added: logged, and
+    `humantag index --rebuild` is the way."""
+    from opensearchpy.exceptions import RequestError
+
+    try:
+        client.indices.put_mapping(index=index, body={"properties": index_mappings()["properties"]})
+    except RequestError as exc:
+        log.warning("index %s: the mapping changed incompatibly (%s); run `humantag index OUT --rebuild`", index, exc.error)

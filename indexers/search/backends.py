@@ -1,4 +1,4 @@
-"""Pick the search engine: OpenSearch when configured, else DuckDB over DEST's Parquet files.
+"""Pick the search engine: OpenSearch when configured, else the embedded search database of DEST.
 
     backend = open_backend(dest, OpenSearchSettings.from_env(), StorageOptions.from_env())
     try:
@@ -12,9 +12,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Optional
 
 from indexers.search.model import SearchBackend, SearchUnavailable
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from indexers.opensearch.settings import OpenSearchSettings
@@ -23,10 +26,11 @@ if TYPE_CHECKING:
 
 def open_backend(dest: Optional[str], opensearch: Optional["OpenSearchSettings"],
                  storage: Optional["StorageOptions"] = None) -> SearchBackend:
-    """OpenSearch (read alias `opensearch.index`) when settings are given, else Parquet under `dest`.
+    """OpenSearch (read alias `opensearch.index`) when settings are given, else the embedded search
+    database of `dest` (built from DEST/labels on first use).
 
     Raises `SearchUnavailable` (one line; the CLI shows it as a user error) when neither is
-    given or DEST has no labels.
+    given, DEST does not exist or has no labels/.
     """
     if opensearch is not None:
         from indexers.search.opensearch_backend import OpenSearchSearchBackend
@@ -37,12 +41,27 @@ def open_backend(dest: Optional[str], opensearch: Optional["OpenSearchSettings"]
             "nothing to search: give DEST (the --out of a run, searched with DuckDB) "
             "or an OpenSearch URL (--opensearch-url / OPENSEARCH_URL)"
         )
+    return open_embedded(dest, storage)
+
+
+def open_embedded(dest: str, storage: Optional["StorageOptions"] = None) -> SearchBackend:
+    """The embedded search database of DEST (`search_db`); DuckDB over the Parquet files when another
+    process holds that database (a `serve` running) or it cannot be written."""
     from indexers.search.parquet_backend import ParquetSearchBackend
 
-    backend = ParquetSearchBackend(dest, storage)
+    scan = ParquetSearchBackend(dest, storage)
     try:
-        backend.check()
+        scan.check()
     except SearchUnavailable:
-        backend.close()
+        scan.close()
         raise
-    return backend
+    from indexers.search.embedded_backend import EmbeddedSearchBackend
+    from indexers.search.search_db import SearchDatabase, SearchDatabaseBusy
+
+    try:
+        database = SearchDatabase(dest, scan.fs, scan.layout)
+    except (SearchDatabaseBusy, OSError) as exc:
+        log.info("search database unavailable (%s): scanning the Parquet files instead", exc)
+        return scan
+    scan.close()
+    return EmbeddedSearchBackend(database)

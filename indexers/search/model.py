@@ -26,6 +26,8 @@ Scalar = Union[bool, int, float, str]
 MAX_TEXT_LENGTH = 512
 MAX_VALUE_LENGTH = 256
 MAX_PAGE_SIZE = 1000
+MAX_PERSON_GROUPS = 9
+_PERSON_N = re.compile(r"^person([1-9])\.(.+)$")
 _WHERE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(>=|<=|!=|=|>|<|~)\s*(.*?)\s*$", re.DOTALL)
 _TRUE = {"true", "yes", "1", "y"}
 _FALSE = {"false", "no", "0", "n"}
@@ -36,16 +38,44 @@ class QueryError(ValueError):
 
 
 class Filter(BaseModel):
-    """`field op value[,value...]`: `=` matches any of the values, `!=` none of them."""
+    """`field op value[,value...]`: `=` matches any of the values, `!=` none of them.
+
+    Person filters with the same `person` number describe one person; `person2.eyewear=glasses` is
+    a second person (who may be anyone in the photo, the first one included).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     field: str
     op: Operator
     values: tuple[Scalar, ...]
+    person: int = Field(default=1, ge=1, le=MAX_PERSON_GROUPS)
 
     @property
     def spec(self) -> FieldSpec:
         return all_fields()[self.field]
+
+    @property
+    def where(self) -> str:
+        """The filter as `--where` text, which `parse_where` reads back to an equal filter."""
+        name = self.field
+        if self.spec.nested and self.person > 1:
+            name = f"person{self.person}.{self.spec.column}"
+        return f"{name}{self.op}{','.join(_value_text(v) for v in self.values)}"
+
+
+def _value_text(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def person_groups(filters: list[Filter]) -> dict[int, list[Filter]]:
+    """The person filters by person number, in order: each group must hold for one person."""
+    groups: dict[int, list[Filter]] = {}
+    for flt in filters:
+        if flt.spec.nested:
+            groups.setdefault(flt.person, []).append(flt)
+    return dict(sorted(groups.items()))
 
 
 class SearchRequest(BaseModel):
@@ -71,12 +101,54 @@ class Hit(BaseModel):
     document: dict[str, Any]
 
 
+class NotProduced(BaseModel):
+    """A filtered field that no row has ever filled: the labelers that made the rows do not produce it."""
+
+    field: str
+    labelers: list[str]  # that made the rows, most rows first
+    docs: list[str]  # their documentation (paths in the repository)
+
+    @property
+    def message(self) -> str:
+        made = ", ".join(self.labelers) or "no labeler"
+        which = "this labeler does" if len(self.labelers) == 1 else "these labelers do"
+        see = f" (see {', '.join(self.docs)})" if self.docs else ""
+        return f"{self.field}: no row has it: the rows were made by {made}; {which} not produce this field{see}"
+
+
 class SearchResponse(BaseModel):
     total: int
     hits: list[Hit]
     facets: dict[str, list[FacetBucket]] = Field(default_factory=dict)
     next_cursor: Optional[str] = None  # None on the last page
     took_ms: float = 0.0
+    # Set when nothing matched and a filter names a field the rows never have (why 0 is 0).
+    not_produced: list[NotProduced] = Field(default_factory=list)
+
+
+class FieldProbe(Protocol):
+    """What an engine can tell about the rows it holds."""
+
+    def filled(self, spec: FieldSpec) -> bool:
+        """Any row (person, for person fields) has a value in this field."""
+        ...
+
+    def labelers(self) -> list[str]:
+        """The labelers that made the rows, most rows first."""
+        ...
+
+
+def not_produced(request: "SearchRequest", probe: FieldProbe) -> list[NotProduced]:
+    """The request's fields that no row has ever filled, with the labelers that made the rows."""
+    from workers.labelers import labeler_doc
+
+    names = list(dict.fromkeys([f.field for f in request.filters] + (["caption"] if request.text else [])))
+    missing = [name for name in names if not probe.filled(all_fields()[name])]
+    if not missing:
+        return []
+    labelers = probe.labelers()
+    docs = list(dict.fromkeys(d for d in (labeler_doc(name) for name in labelers) if d))
+    return [NotProduced(field=name, labelers=labelers, docs=docs) for name in missing]
 
 
 class SearchBackend(Protocol):
@@ -131,7 +203,11 @@ def _parse_scalar(spec: FieldSpec, raw: str) -> Scalar:
 
 
 def make_filter(name: str, op: str, raw_value: str) -> Filter:
-    """A validated filter; QueryError says what is wrong in one line."""
+    """A validated filter; QueryError says what is wrong in one line. `person2.x` is `person.x` of a second person."""
+    person = 1
+    numbered = _PERSON_N.match(name)
+    if numbered:
+        person, name = int(numbered.group(1)), f"person.{numbered.group(2)}"
     spec = all_fields().get(name)
     if spec is None:
         raise QueryError(unknown_field_message(name))
@@ -143,15 +219,15 @@ def make_filter(name: str, op: str, raw_value: str) -> Filter:
             raise QueryError(f"{name}: empty text")
         if len(words) > MAX_TEXT_LENGTH:
             raise QueryError(f"{name}: text longer than {MAX_TEXT_LENGTH} characters")
-        return Filter(field=name, op="~", values=(words,))
+        return Filter(field=name, op="~", values=(words,), person=person)
     if spec.kind == "text":
         raise QueryError(f"{name} is free text: search it with {name}~words")
     if op in (">=", "<=", ">", "<"):
         if spec.kind not in ("int", "float", "date"):
             raise QueryError(f"{op} needs a number or date field; {name} is {spec.kind}")
-        return Filter(field=name, op=op, values=(_parse_scalar(spec, raw_value),))  # type: ignore[arg-type]
+        return Filter(field=name, op=op, values=(_parse_scalar(spec, raw_value),), person=person)  # type: ignore[arg-type]
     values = tuple(dict.fromkeys(_parse_scalar(spec, part) for part in raw_value.split(",")))
-    return Filter(field=name, op=op, values=values)  # type: ignore[arg-type]
+    return Filter(field=name, op=op, values=values, person=person)  # type: ignore[arg-type]
 
 
 def parse_where(expression: str) -> Filter:

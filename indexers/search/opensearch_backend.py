@@ -32,6 +32,8 @@ from indexers.search.model import (
     check_facets,
     decode_cursor,
     encode_cursor,
+    not_produced,
+    person_groups,
 )
 
 log = logging.getLogger(__name__)
@@ -71,14 +73,17 @@ def _bool(clauses: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 
 def build_query(request: SearchRequest) -> dict[str, Any]:
-    """The `query` part of the search body."""
+    """The `query` part of the search body: one nested query per person (`person_groups`)."""
     top: dict[str, list[dict[str, Any]]] = {"filter": [], "must": [], "must_not": []}
-    person: dict[str, list[dict[str, Any]]] = {"filter": [], "must": [], "must_not": []}
     for flt in request.filters:
-        _add_filter(person if flt.spec.nested else top, flt)
+        if not flt.spec.nested:
+            _add_filter(top, flt)
     if request.text:
         top["must"].append({"match": {"caption": {"query": request.text, "operator": "and"}}})
-    if any(person.values()):
+    for group in person_groups(request.filters).values():
+        person: dict[str, list[dict[str, Any]]] = {"filter": [], "must": [], "must_not": []}
+        for flt in group:
+            _add_filter(person, flt)
         nested = {"nested": {"path": NESTED_PATH, "query": _bool(person), "score_mode": "max"}}
         top["must" if person["must"] else "filter"].append(nested)
     return _bool(top)
@@ -239,13 +244,29 @@ class OpenSearchSearchBackend:
             for h in raw_hits
         ]
         total = answer["hits"]["total"]
-        return SearchResponse(
+        response = SearchResponse(
             total=int(total["value"] if isinstance(total, dict) else total),
             hits=hits,
             facets=parse_facets(request, answer.get("aggregations", {})),
             next_cursor=encode_cursor(raw_hits[-1]["sort"]) if more and raw_hits else None,
-            took_ms=(time.perf_counter() - started) * 1000,
         )
+        if response.total == 0:
+            response.not_produced = not_produced(request, self)
+        response.took_ms = (time.perf_counter() - started) * 1000
+        return response
+
+    def filled(self, spec: FieldSpec) -> bool:
+        """Any document has a value in this field (deleted rows are not in the index)."""
+        query: dict[str, Any] = {"exists": {"field": spec.path}}
+        if spec.nested:
+            query = {"nested": {"path": NESTED_PATH, "query": query}}
+        answer = self._call(self.client.count, index=self.settings.index, body={"query": query})
+        return int(answer.get("count", 0)) > 0
+
+    def labelers(self) -> list[str]:
+        body = {"size": 0, "aggs": {"labelers": {"terms": {"field": "labeler", "size": 50}}}}
+        answer = self._call(self.client.search, index=self.settings.index, body=body)
+        return [b["key"] for b in answer.get("aggregations", {}).get("labelers", {}).get("buckets", [])]
 
     def get(self, doc_id: str) -> Optional[dict[str, Any]]:
         answer = self._call(self.client.get, missing_ok=True, index=self.settings.index, id=doc_id)

@@ -1,9 +1,10 @@
-"""Answer a `SearchRequest` without OpenSearch: DuckDB over DEST/labels/*.parquet.
+"""Answer a `SearchRequest` without OpenSearch or a search database: DuckDB over DEST/labels/*.parquet.
 
-The embedded default: nothing to run, the label files are the index. Same
-semantics as the OpenSearch backend:
+The fallback of the embedded search database (`search_db`, used when another process holds it or DEST
+is read-only) and the baseline of bench/index_search.py: every search reads the label files. Same
+semantics as the other backends:
 
-    rows                only live ones (`deleted_at IS NULL`) unless include_deleted
+    rows                one per uri (indexers.ledger's live-row rule), live ones only unless include_deleted
     person.* filters    all must hold for ONE person: len(list_filter(persons, lambda p: ...)) > 0
     --text, field~words every word (lowercased, split on non-word characters, English stop words
                         dropped) must start a word of the field: case-insensitive word-prefix match,
@@ -33,6 +34,7 @@ import pyarrow.dataset as ds
 from indexers.documents import document_id, row_to_document
 from indexers.fields import NESTED_PATH, FieldSpec, all_fields
 from indexers.layout import OutputLayout
+from indexers.search.search_db import MACROS
 from indexers.search.model import (
     FacetBucket,
     Filter,
@@ -45,6 +47,8 @@ from indexers.search.model import (
     check_facets,
     decode_cursor,
     encode_cursor,
+    not_produced,
+    person_groups,
 )
 from workers.records import ARROW_SCHEMA
 from workers.storage import StorageOptions, filesystem
@@ -132,8 +136,8 @@ class _Sql:
         # Parameters are bound in the order conditions are built, which must be their order in the SQL:
         # top-level conditions first, then the person conditions, then the text.
         conditions = [self.condition(f, _column(f.spec.path)) for f in request.filters if not f.spec.nested]
-        person_conditions = [self.condition(f, _column(f.spec.column, row="p")) for f in request.filters if f.spec.nested]
-        if person_conditions:
+        for group in person_groups(request.filters).values():
+            person_conditions = [self.condition(f, _column(f.spec.column, row="p")) for f in group]
             conditions.append(
                 f"coalesce(len(list_filter({_column(NESTED_PATH)}, lambda p: {' AND '.join(person_conditions)})) > 0, false)"
             )
@@ -142,21 +146,6 @@ class _Sql:
         return " AND ".join(conditions) if conditions else "true"
 
 
-# bucket / prefix of a document (indexers.documents.bucket_and_prefix) as SQL, for the derived fields.
-_MACROS = (
-    "CREATE MACRO ht_protocol(u) AS CASE WHEN strpos(u, '://') > 2 THEN substr(u, 1, strpos(u, '://') - 1) "
-    "WHEN starts_with(u, 'data:') THEN 'data' ELSE NULL END",
-    "CREATE MACRO ht_path(u) AS CASE WHEN strpos(u, '://') > 2 THEN substr(u, strpos(u, '://') + 3) "
-    "WHEN starts_with(u, 'data:') THEN substr(u, 6) ELSE u END",
-    "CREATE MACRO ht_head(p) AS regexp_extract(p, '(?s)^(.*/)', 1)",
-    "CREATE MACRO ht_dirname(p) AS CASE WHEN ht_head(p) <> '' AND regexp_matches(ht_head(p), '[^/]') "
-    "THEN rtrim(ht_head(p), '/') ELSE ht_head(p) END",
-    "CREATE MACRO ht_local(u) AS coalesce(ht_protocol(u) IN ('file', 'local'), true)",
-    "CREATE MACRO ht_folder(u) AS ht_dirname(ht_path(u))",
-    "CREATE MACRO ht_bucket(u) AS CASE WHEN ht_local(u) THEN '' ELSE split_part(ht_folder(u), '/', 1) END",
-    "CREATE MACRO ht_prefix(u) AS CASE WHEN ht_local(u) THEN ht_folder(u) WHEN strpos(ht_folder(u), '/') > 0 "
-    "THEN substr(ht_folder(u), strpos(ht_folder(u), '/') + 1) ELSE '' END",
-)
 _DERIVED = "ht_bucket(uri) AS bucket, ht_prefix(uri) AS prefix"
 
 
@@ -208,7 +197,7 @@ class ParquetSearchBackend:
         # Never download extensions: remote files are read through our fsspec filesystem.
         self._db = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
                                                       "autoload_known_extensions": False})
-        for macro in _MACROS:
+        for macro in MACROS:
             self._db.execute(macro)
         if not self._local:
             self._db.register_filesystem(self.fs)
@@ -225,6 +214,8 @@ class ParquetSearchBackend:
             raise SearchUnavailable(f"cannot read {self.dest}: {type(exc).__name__}: {str(exc)[:200]}") from None
         if not exists:
             raise SearchUnavailable(f"{self.dest}: no such folder or prefix (expected the --out of a run, with labels/ in it)")
+        if not self.fs.exists(self.layout.labels_dir):
+            raise SearchUnavailable(f"{self.dest}: no labels/ in it: give the --out of a run (not its source), or run first")
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -313,13 +304,36 @@ class ParquetSearchBackend:
             return hits, more, total, facets
 
         hits, more, total, facets = self._query(files, work)
-        return SearchResponse(
+        response = SearchResponse(
             total=total,
             hits=hits,
             facets=facets,
             next_cursor=encode_cursor([hits[-1].uri]) if more and hits else None,
-            took_ms=(time.perf_counter() - started) * 1000,
         )
+        if total == 0:
+            response.not_produced = not_produced(request, self)
+        response.took_ms = (time.perf_counter() - started) * 1000
+        return response
+
+    def filled(self, spec: FieldSpec) -> bool:
+        """Any row (live or deleted) has a value in this field (a person field: any person)."""
+        files = self._files()
+        if not files:
+            return False
+        if spec.nested:
+            value = _column(spec.column, row="p")
+            present = f"len({value}) > 0" if spec.is_list else f"{value} IS NOT NULL"
+            condition = f"len(list_filter({_column(NESTED_PATH)}, lambda p: {present})) > 0"
+        else:
+            condition = f"{_column(spec.path)} IS NOT NULL"
+        sql = f"SELECT 1 FROM labels WHERE {condition} LIMIT 1"
+        return bool(self._query(files, lambda cursor: self._run(cursor, sql, [])))
+
+    def labelers(self) -> list[str]:
+        files = self._files()
+        sql = ("SELECT labeler FROM labels GROUP BY labeler ORDER BY count(*) FILTER (WHERE status = 'ok') DESC, "
+               "count(*) DESC, labeler")
+        return [r[0] for r in self._query(files, lambda cursor: self._run(cursor, sql, []))] if files else []
 
     @staticmethod
     def _after(request: SearchRequest) -> Optional[str]:

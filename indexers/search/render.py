@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Optional
 
 from indexers.fields import FieldSpec, all_fields
 from indexers.search.model import SearchResponse
@@ -18,17 +18,40 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def jsonl_lines(response: SearchResponse) -> Iterator[str]:
+def jsonl_lines(response: SearchResponse, interpreted: Optional[list[str]] = None) -> Iterator[str]:
     """One line per hit ({"id", "uri", "score", "document"}), then one summary line
-    ({"total", "facets", "next_cursor", "took_ms"}): hit lines have a "uri", the summary has not."""
+    ({"total", "facets", "next_cursor", "took_ms"}, plus "interpreted" for a plain-language query and
+    "not_produced" when nothing matched because of a field no row has): hit lines have a "uri", the summary has not."""
     for hit in response.hits:
         yield _dumps(hit.model_dump(mode="json"))
-    yield _dumps({
+    summary: dict[str, Any] = {
         "total": response.total,
         "facets": {name: [b.model_dump(mode="json") for b in buckets] for name, buckets in response.facets.items()},
         "next_cursor": response.next_cursor,
         "took_ms": round(response.took_ms, 1),
-    })
+    }
+    if interpreted is not None:
+        summary["interpreted"] = interpreted
+    if response.not_produced:
+        summary["not_produced"] = [{**n.model_dump(mode="json"), "message": n.message} for n in response.not_produced]
+    yield _dumps(summary)
+
+
+def where_arguments(where: list[str]) -> str:
+    """`--where 'people_count=2' --where 'person.eyewear=sunglasses'`, ready to paste into a shell."""
+    import shlex
+
+    return " ".join(f"--where {shlex.quote(w)}" for w in where)
+
+
+def print_interpretation(console: Any, interpretation: Any) -> None:
+    """What a plain-language query was understood as, as the --where arguments that run it."""
+    where = interpretation.where
+    text = where_arguments(where) if where else "(nothing it knows: every image)"
+    console.print(f"interpreted as: {text}", soft_wrap=True, highlight=False, markup=False)
+    if interpretation.ignored:
+        console.print(f"not understood (ignored): {' '.join(interpretation.ignored)}", soft_wrap=True,
+                      highlight=False, markup=False)
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -107,6 +130,8 @@ def print_response(console: Any, response: SearchResponse, source: str) -> None:
     """Total, hits, facets and the flag for the next page."""
     count = f"{response.total:,} image{'s' if response.total != 1 else ''} match{'es' if response.total == 1 else ''}"
     console.print(f"[bold]{count}[/]  [dim]({_escape(source)}, {response.took_ms:.0f} ms)[/]", highlight=False)
+    for note in response.not_produced:
+        console.print(note.message, soft_wrap=True, highlight=False, markup=False)
     if response.hits:
         console.print(hits_table(response))
     if response.facets:

@@ -5,6 +5,8 @@
     GET /api/fields                     the searchable fields, for building the page
     GET /api/documents/{id}             one document (404 if unknown)
     GET /api/thumbnails/{id}.jpg        a JPEG thumbnail made from the source image
+    GET /api/originals/{id}             the source image itself, read by the server (same guards)
+    GET /api/interpret?q=               a plain-language query as where filters
     GET /healthz                        liveness
 
 Any search backend (`indexers.search.model.SearchBackend`) answers the queries.
@@ -34,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from indexers.fields import DEFAULT_FACETS, all_fields
 from indexers.search.model import (
     MAX_PAGE_SIZE,
+    MAX_TEXT_LENGTH,
     QueryError,
     SearchBackend,
     SearchRequest,
@@ -41,7 +44,8 @@ from indexers.search.model import (
     check_facets,
     parse_where,
 )
-from indexers.web.thumbnails import DEFAULT_CACHE_BYTES, ThumbnailError, ThumbnailMaker
+from indexers.search.plain import interpret
+from indexers.web.thumbnails import DEFAULT_CACHE_BYTES, SourceUnreadable, ThumbnailError, ThumbnailMaker
 from workers.storage import StorageOptions
 
 log = logging.getLogger("humantag.web")
@@ -187,8 +191,18 @@ def create_app(
             "max_page_size": MAX_PAGE_SIZE,
         }
 
+    @app.get("/api/interpret")
+    def interpret_query(q: str = Query(max_length=MAX_TEXT_LENGTH, description="Plain words, e.g. two people, one in sunglasses")) -> Response:
+        """What a plain-language query means: where filters (and negated words nothing in the schema matches)."""
+        try:
+            meaning = interpret(q)
+        except QueryError as exc:
+            return _error(400, str(exc))
+        return JSONResponse({"query": meaning.query, "where": meaning.where, "ignored": meaning.ignored})
+
     @app.get("/api/search")
     def search(
+        q: Optional[str] = Query(default=None, max_length=MAX_TEXT_LENGTH, description="Plain words, turned into where filters (see /api/interpret)."),
         where: list[str] = Query(default=[], description="FIELD OP VALUE, e.g. person.eyewear=sunglasses (repeatable; AND-ed)"),
         text: Optional[str] = Query(default=None, description="Words matched against the caption."),
         facet: Optional[list[str]] = Query(default=None, description="Fields to count by value (repeatable); default: the usual facets; an empty value: none."),
@@ -200,7 +214,10 @@ def create_app(
         if len(where) > MAX_WHERE:
             return _error(400, f"at most {MAX_WHERE} where filters")
         try:
+            meaning = interpret(q) if q and q.strip() else None
             filters = [parse_where(w) for w in where if w.strip()]
+            if meaning is not None:
+                filters = meaning.filters + filters
             facets = list(DEFAULT_FACETS) if facet is None else [f.strip() for f in facet if f.strip()]
             if len(facets) > MAX_FACETS:
                 raise QueryError(f"at most {MAX_FACETS} facets")
@@ -227,7 +244,11 @@ def create_app(
             known.remember(hit.id, {**hit.document, "uri": hit.uri})
         log.info("search filters=%d text=%r → %d hits of %d in %.0f ms", len(filters), request.text,
                  len(result.hits), result.total, (time.perf_counter() - started) * 1000)
-        return JSONResponse(result.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
+        body = result.model_dump(mode="json")
+        body["not_produced"] = [{**n.model_dump(mode="json"), "message": n.message} for n in result.not_produced]
+        if meaning is not None:
+            body["interpreted"] = meaning.where
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     @app.get("/api/documents/{doc_id}")
     def document(doc_id: str) -> Response:
@@ -237,16 +258,45 @@ def create_app(
         known.remember(doc_id, doc)
         return JSONResponse(doc, headers={"Cache-Control": "no-store"})
 
-    @app.get("/api/thumbnails/{doc_id}.jpg")
-    def thumbnail(doc_id: str, request: Request) -> Response:
-        """A JPEG of at most thumbnail_px on the long side, of an image the index knows."""
+    def _source(doc_id: str) -> Optional[tuple[str, str]]:
+        """(uri, source version) of an image the backend knows; None for any other id."""
         entry = known.lookup(doc_id) if _DOC_ID.match(doc_id) else None
         if entry is None:
             doc = _lookup(doc_id)
             if doc is None or not doc.get("uri"):
-                return _error(404, f"no document {doc_id[:64]!r}")
+                return None
             known.remember(doc_id, doc)
             entry = (str(doc["uri"]), _source_version(doc))
+        return entry
+
+    @app.get("/api/originals/{doc_id}")
+    def original(doc_id: str) -> Response:
+        """The source image of an indexed document, read by the server (local or S3, its credentials),
+        refused above --max-image-mb; only image formats are served, never a page."""
+        entry = _source(doc_id)
+        if entry is None:
+            return _error(404, f"no document {doc_id[:64]!r}")
+        uri, _ = entry
+        try:
+            data = thumbnails.read_source(uri)
+            media_type = _image_media_type(data)
+        except ThumbnailError as exc:
+            log.info("original %s (%s): %s", doc_id, uri, exc.message)
+            return JSONResponse({"error": exc.message, "kind": exc.kind}, status_code=exc.status,
+                                headers={"Cache-Control": "no-store"})
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", uri.rsplit("/", 1)[-1])[:120] or "image"
+        return Response(data, media_type=media_type, headers={
+            "Content-Disposition": f'inline; filename="{name}"',
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "private, max-age=3600",
+        })
+
+    @app.get("/api/thumbnails/{doc_id}.jpg")
+    def thumbnail(doc_id: str, request: Request) -> Response:
+        """A JPEG of at most thumbnail_px on the long side, of an image the index knows."""
+        entry = _source(doc_id)
+        if entry is None:
+            return _error(404, f"no document {doc_id[:64]!r}")
         uri, version = entry
         etag = thumbnails.etag(doc_id, version)
         headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
@@ -263,6 +313,22 @@ def create_app(
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _image_media_type(data: bytes) -> str:
+    """The MIME type of an image the browser can show; SourceUnreadable for anything else."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            media_type = Image.MIME.get(image.format or "")
+    except (UnidentifiedImageError, OSError, ValueError):
+        media_type = None
+    if not media_type or not media_type.startswith("image/"):
+        raise SourceUnreadable("not_an_image", "the source is not an image the browser can show")
+    return media_type
 
 
 def _etags(header: Optional[str]) -> set[str]:

@@ -150,6 +150,10 @@ class ThumbnailMaker:
         self.cache.put(etag, thumb)
         return thumb
 
+    def read_source(self, uri: str) -> bytes:
+        """The source image's bytes, with the same guards as a thumbnail (size limit, storage errors)."""
+        return self._read(uri)
+
     def _read(self, uri: str) -> bytes:
         # read_bytes opens regular files only and never blocks past the storage's read timeout:
         # a FIFO under an image name cannot hold a server thread.

@@ -14,6 +14,18 @@ REGISTRY: dict[str, str] = {
     "humanvlm": "workers.labelers.humanvlm:HumanVLMLabeler",
 }
 
+# name -> its documentation: what it fills and what it leaves empty (shown when a search finds nothing).
+DOCS: dict[str, str] = {
+    "image-facts": "README.md#labeling-an-archive",
+    "cpu": "docs/cpu-labeler.md",
+    "gate": "docs/cpu-labeler.md",
+    "humanvlm": "docs/humanvlm.md",
+}
+
+
+def labeler_doc(name: str) -> str | None:
+    return DOCS.get(name)
+
 
 def labeler_names() -> list[str]:
     return sorted(REGISTRY)
@@ -32,4 +44,4 @@ def create_labeler(name: str, options: LabelerOptions | None = None) -> Labeler:
     return cls(options or LabelerOptions())
 
 
-__all__ = ["Labeler", "LabelerIdentity", "LabelerOptions", "LabelOutput", "Placement", "REGISTRY", "Throughput", "create_labeler", "is_known_labeler", "labeler_names"]
+__all__ = ["Labeler", "LabelerIdentity", "LabelerOptions", "LabelOutput", "Placement", "REGISTRY", "Throughput", "create_labeler", "is_known_labeler", "labeler_doc", "labeler_names"]

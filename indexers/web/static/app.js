@@ -1,12 +1,17 @@
 // humantag search page: plain JS, no build step, no third-party code.
-// The page URL mirrors the search (?text=&where=&f=field=v1,v2&open=id) so it can be shared or reloaded.
+// The page URL mirrors the search (?q=&where=&f=field=v1,v2&from=&to=&open=id) so it can be shared or reloaded.
+// Plain words (q) are turned into filters by the server (/api/interpret); the filters are the chips.
 "use strict";
 
 (() => {
   const PAGE_SIZE = 40;
   const state = {
-    text: "",
-    where: [], // expert filters, as typed
+    q: "", // plain words, as typed (the chips are what they meant)
+    text: "", // caption words (older links: ?text=)
+    where: [], // filters in use: the chips
+    dateFrom: "",
+    dateTo: "",
+    notes: [],
     selected: new Map(), // facet field -> Set of values (strings), OR-ed within a field
     facetNames: [],
     fields: new Map(),
@@ -71,8 +76,11 @@
 
   function readURL() {
     const params = new URLSearchParams(window.location.search);
+    state.q = params.get("q") || "";
     state.text = params.get("text") || "";
     state.where = params.getAll("where").flatMap(splitWhere);
+    state.dateFrom = validDate(params.get("from"));
+    state.dateTo = validDate(params.get("to"));
     state.selected = new Map();
     for (const f of params.getAll("f")) {
       const at = f.indexOf("=");
@@ -87,17 +95,31 @@
     state.open = params.get("open");
     const size = parseInt(params.get("size") || "", 10);
     state.pageSize = size >= 1 && size <= 200 ? size : PAGE_SIZE;
-    $("text").value = state.text;
-    $("where").value = state.where.join("; ");
+    $("q").value = state.q;
+    $("where").value = "";
+    $("date-from").value = state.dateFrom;
+    $("date-to").value = state.dateTo;
+    renderChips();
+  }
+
+  const validDate = (s) => (/^\d{4}-\d{2}-\d{2}$/.test(s || "") ? s : "");
+
+  function nextDay(day) {
+    const d = new Date(`${day}T00:00:00Z`);
+    d.setUTCDate(d.getUTCDate() + 1);
+    return d.toISOString().slice(0, 10);
   }
 
   function pageURL() {
     const params = new URLSearchParams();
+    if (state.q) params.set("q", state.q);
     if (state.text) params.set("text", state.text);
     for (const w of state.where) params.append("where", w);
     for (const [field, values] of state.selected) {
       if (values.size) params.append("f", `${field}=${[...values].join(",")}`);
     }
+    if (state.dateFrom) params.set("from", state.dateFrom);
+    if (state.dateTo) params.set("to", state.dateTo);
     if (state.pageSize !== PAGE_SIZE) params.set("size", String(state.pageSize));
     if (state.open) params.set("open", state.open);
     const query = params.toString();
@@ -115,6 +137,8 @@
 
   function filters(excludeField) {
     const out = [...state.where];
+    if (state.dateFrom) out.push(`labeled_at>=${state.dateFrom}`);
+    if (state.dateTo) out.push(`labeled_at<${nextDay(state.dateTo)}`);
     for (const [field, values] of state.selected) {
       if (field !== excludeField && values.size) out.push(`${field}=${[...values].join(",")}`);
     }
@@ -144,6 +168,7 @@
       state.total = result.total;
       state.cursor = result.next_cursor;
       renderSummary(result);
+      renderNotes(result.not_produced || []);
       renderGrid(result.hits, false);
       // Counts of a field with ticked values ignore that field's own filter (the other
       // values stay visible and can be added: values of one field are OR-ed).
@@ -165,6 +190,7 @@
       state.total = 0;
       state.cursor = null;
       renderSummary(null);
+      renderNotes([]);
       renderGrid([], false);
     } finally {
       if (seq === state.seq) document.body.classList.remove("busy");
@@ -209,6 +235,33 @@
     if (result.total > shown && shown > 0) text += ` · showing ${shown.toLocaleString()}`;
     summary.textContent = text;
     summary.dataset.total = String(result.total);
+  }
+
+  // Why nothing matched: a filter on a field the labeler that made the rows never fills.
+  function renderNotes(notes) {
+    const list = $("notes");
+    list.replaceChildren(...notes.map((n) => el("li", { text: n.message })));
+    list.hidden = !notes.length;
+  }
+
+  function renderChips() {
+    const list = $("chips");
+    list.replaceChildren(
+      ...state.where.map((w, i) =>
+        el(
+          "li",
+          { class: "chip", "data-where": w },
+          el("span", { class: "chip-text", text: w }),
+          el("button", { type: "button", "aria-label": `Remove filter ${w}`, title: "Remove", text: "×", onclick: () => removeChip(i) }),
+        ),
+      ),
+    );
+  }
+
+  function removeChip(index) {
+    state.where = state.where.filter((_, i) => i !== index);
+    renderChips();
+    search({ push: true });
   }
 
   function renderGrid(hits, append) {
@@ -350,6 +403,26 @@
     return el("section", { class: "person" }, el("h4", { text: `Person ${index + 1}` }), definitions(rows));
   }
 
+  // Face and person boxes over the image: percentages of the (EXIF-rotated) image size, so they
+  // fit the picture at any displayed size.
+  function boxes(doc) {
+    const out = [];
+    if (!doc.width || !doc.height) return out;
+    (doc.persons || []).forEach((person, i) => {
+      for (const [key, kind] of [["person_box", "person-box"], ["face_box", "face-box"]]) {
+        const b = person[key];
+        if (!b) continue;
+        const node = el("div", { class: `box ${kind}`, "data-person": String(i + 1) }, el("span", { class: "box-label", text: String(i + 1) }));
+        node.style.left = `${(100 * b.x) / doc.width}%`;
+        node.style.top = `${(100 * b.y) / doc.height}%`;
+        node.style.width = `${(100 * b.w) / doc.width}%`;
+        node.style.height = `${(100 * b.h) / doc.height}%`;
+        out.push(node);
+      }
+    });
+    return out;
+  }
+
   function renderDetails(id, doc) {
     $("details-title").textContent = basename(doc.uri);
     const body = $("details-body");
@@ -358,7 +431,13 @@
     const persons = doc.persons || [];
     body.replaceChildren();
     body.append(...[
-      el("img", { class: "details-image", src: `/api/thumbnails/${encodeURIComponent(id)}.jpg`, alt: doc.caption || basename(doc.uri) }),
+      el(
+        "div",
+        { class: "details-frame" },
+        el("img", { class: "details-image", src: `/api/thumbnails/${encodeURIComponent(id)}.jpg`, alt: doc.caption || basename(doc.uri) }),
+        ...boxes(doc),
+      ),
+      el("a", { id: "details-original", class: "original", href: `/api/originals/${encodeURIComponent(id)}`, target: "_blank", rel: "noopener", text: "Open the original" }),
       doc.caption ? el("p", { id: "details-caption", class: "caption", text: doc.caption }) : el("p", { id: "details-caption", class: "caption muted", text: "No caption." }),
       isError ? el("p", { class: "error-box", text: `${doc.error_kind || "error"}: ${doc.error_message || ""}` }) : null,
       definitions([
@@ -379,20 +458,46 @@
   // ---- wiring ------------------------------------------------------------------
 
   async function start() {
-    $("search-form").addEventListener("submit", (event) => {
+    $("search-form").addEventListener("submit", async (event) => {
       event.preventDefault();
-      state.text = $("text").value.trim();
-      state.where = splitWhere($("where").value);
+      const q = $("q").value.trim();
+      const typed = splitWhere($("where").value);
+      showError(null);
+      if (q && q !== state.q) {
+        // New plain words: their filters replace the chips (then the typed expert ones).
+        try {
+          const meaning = await getJSON(`/api/interpret?${new URLSearchParams({ q })}`);
+          state.where = [...meaning.where, ...typed];
+        } catch (err) {
+          showError(err.message);
+          return;
+        }
+      } else {
+        state.where = [...state.where, ...typed.filter((w) => !state.where.includes(w))];
+      }
+      state.q = q;
+      state.text = "";
+      $("where").value = "";
+      renderChips();
       search({ push: true });
     });
     $("clear-button").addEventListener("click", () => {
-      $("text").value = "";
-      $("where").value = "";
+      for (const id of ["q", "where", "date-from", "date-to"]) $(id).value = "";
+      state.q = "";
       state.text = "";
       state.where = [];
+      state.dateFrom = "";
+      state.dateTo = "";
       state.selected = new Map();
+      renderChips();
       search({ push: true });
     });
+    for (const [id, key] of [["date-from", "dateFrom"], ["date-to", "dateTo"]]) {
+      $(id).addEventListener("change", () => {
+        state[key] = validDate($(id).value);
+        search({ push: true });
+      });
+    }
     $("load-more").addEventListener("click", loadMore);
     $("details-close").addEventListener("click", closeDetails);
     document.addEventListener("keydown", (event) => {
