@@ -36,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from flows import progress  # noqa: E402
+
 log = logging.getLogger("bench")
 
 
@@ -49,16 +51,12 @@ def make_images(folder: Path, count: int) -> None:
         Image.fromarray(pixels).save(folder / f"img{i:05d}.jpg", quality=85)
 
 
-class StopAfter:
+class StopAfter(progress.NoProgress):
     """Progress listener that stops the OpenSearch server once `after` images are labeled."""
 
     def __init__(self, server: Any, after: int) -> None:
         self.server, self.after, self.done = server, after, 0
         self.stopped: Optional[threading.Thread] = None
-
-    def start(self, total: int, done: int) -> None: ...
-
-    def finish(self) -> None: ...
 
     def advance(self, images: int, errors: int) -> None:
         self.done += images
@@ -68,7 +66,6 @@ class StopAfter:
 
 
 def one_run(mode: str, src: Path, work: Path, shard_size: int) -> dict[str, Any]:
-    from flows import progress
     from flows.config import RunConfig
     from flows.label_archive import run_label_archive
     from flows.listing import SourceSpec

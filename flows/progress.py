@@ -19,7 +19,9 @@ class ProgressListener(Protocol):
     def finish(self) -> None: ...
 
 
-class _NoProgress:
+class NoProgress:
+    """Listens to nothing; subclass it to hear only some events."""
+
     def run_started(self, run_id: str, flow_run_url: Optional[str]) -> None:
         pass
 
@@ -51,14 +53,14 @@ class RunState:
 
 
 _lock = threading.Lock()
-_listener: ProgressListener = _NoProgress()
+_listener: ProgressListener = NoProgress()
 state = RunState()
 
 
 def set_listener(listener: ProgressListener | None) -> None:
     global _listener
     with _lock:
-        _listener = listener or _NoProgress()
+        _listener = listener or NoProgress()
 
 
 def listener() -> ProgressListener:

@@ -199,7 +199,7 @@ def test_s3_outage_of_20s_mid_run_is_ridden_out_and_odd_keys_are_keys(tmp_path: 
                        shard_size=4, shard_concurrency=1, storage=storage, run_id="outage",
                        labeler_options=LabelerOptions(batch_size=1))
 
-    class StopOnFirstBatch:
+    class StopOnFirstBatch(progress.NoProgress):
         """After the first labeled image, stop SeaweedFS for 20 s: the rest is read during the outage."""
 
         def __init__(self) -> None:
@@ -207,10 +207,6 @@ def test_s3_outage_of_20s_mid_run_is_ridden_out_and_odd_keys_are_keys(tmp_path: 
             self.restarter: threading.Thread | None = None
             self.writer: threading.Thread | None = None
             self.written = False
-
-        def start(self, total: int, done: int) -> None: ...
-
-        def finish(self) -> None: ...
 
         def advance(self, images: int, errors: int) -> None:
             if self.stopped_at is None:

@@ -35,14 +35,12 @@ def demo_output(ray_local, tmp_path_factory) -> Path:
     from flows.config import RunConfig
     from flows.label_archive import run_label_archive
     from flows.listing import SourceSpec
-    from flows.run_command import choose_labeler
     from workers.devset import PORTRAITS, write_devset
 
     base = tmp_path_factory.mktemp("demo-out")
     write_devset(base / "photos", PORTRAITS)
-    labeler, _ = choose_labeler(None, None)  # what `humantag run` picks: cpu without a GPU
     summary = run_label_archive(RunConfig(source=SourceSpec(url=str(base / "photos")), dest=str(base / "output"),
-                                          labeler=labeler, run_id="demo"))
+                                          run_id="demo"))  # no labeler: chosen as `humantag run` does (cpu without a GPU)
     assert summary.total_images == len(PORTRAITS)
     return base / "output"
 
