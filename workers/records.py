@@ -20,6 +20,8 @@ from workers.attributes import Person, Quality, Scene
 SCHEMA_VERSION = "1.0"
 
 Status = Literal["ok", "error"]
+# Which detector gave the person gate its strongest evidence (workers/labelers/gate.py).
+GateDetector = Literal["face", "body"]
 
 class ErrorKind(str, Enum):
     """Why a row has status=error: the one catalogue of error kinds, and whether a rerun may fix them.
@@ -85,6 +87,9 @@ class LabeledImage(BaseModel):
     label_ms: Optional[float] = None
 
     gated: Optional[bool] = None
+    # Why the gate passed or skipped the image: its strongest person evidence and whose it was.
+    gate_score: Optional[float] = None
+    gate_detector: Optional[GateDetector] = None
     caption: Optional[str] = None
     people_count: Optional[int] = None
     faces_visible: Optional[int] = None

@@ -51,6 +51,14 @@ class Detection:
         return Detection(self.x * factor, self.y * factor, self.w * factor, self.h * factor, self.score, self.kind)
 
 
+@dataclass(frozen=True)
+class Found:
+    """Face and body candidates in the pixels of the image they were searched in."""
+
+    faces: list[Detection]
+    bodies: list[Detection]
+
+
 def cascade_score(neighbors: int) -> float:
     return 1.0 - math.exp(-neighbors / 6.0)
 
@@ -73,6 +81,15 @@ def iou(a: Detection, b: Detection) -> float:
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
     union = a.w * a.h + b.w * b.h - inter
     return inter / union if union > 0 else 0.0
+
+
+def nms(detections: list[Detection], overlap: float) -> list[Detection]:
+    """Greedy non-maximum suppression by IoU, strongest first."""
+    kept: list[Detection] = []
+    for det in sorted(detections, key=lambda d: d.score, reverse=True):
+        if all(iou(det, k) < overlap for k in kept):
+            kept.append(det)
+    return kept
 
 
 def suppress_duplicates(detections: list[Detection], overlap: float = 0.3) -> list[Detection]:

@@ -1,0 +1,52 @@
+"""The CNN detector set: SSDLite bodies at two scales and MTCNN faces, in one image's pixels.
+
+Bodies, two passes (measured on the development scenes, docs/cpu-labeler.md):
+- the whole image squashed to 300x300, the network's training input, with all
+  six predictor layers: people from ~1/3 of the image up to all of it;
+- the image at `body_side` px (longer side) with only the three lowest layers
+  (anchors 30-150 px): small people. Their higher layers see a receptive field
+  they were never trained on at this size and fire on empty corners, so they
+  are not read.
+Boxes from both passes are merged by NMS. Faces: MTCNN down to `min_face` px
+in the decoded image.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from workers.labelers.cpu.detectors import Detection, Found, nms, suppress_duplicates
+from workers.labelers.cpu.mtcnn import FaceNet
+from workers.labelers.cpu.ssd import TRAIN_SIDE, PersonNet
+
+# Candidates this weak are no evidence of anything; stronger ones may open the gate even
+# below the labeler's min_score (which decides who is counted as a person).
+EVIDENCE_FLOOR = 0.05
+SMALL_PEOPLE_LAYERS = 3
+BODY_NMS_IOU = 0.45
+
+
+class CnnDetectors:
+    """One instance per thread: an OpenCV network is not safe to share between threads."""
+
+    def __init__(self, body_side: int = 768, min_face: float = 16.0) -> None:
+        self.body_side = body_side
+        self.bodies = PersonNet()
+        self.faces = FaceNet(min_face)
+
+    def find_bodies(self, rgb: np.ndarray) -> list[Detection]:
+        height, width = rgb.shape[:2]
+        square = cv2.resize(rgb, (TRAIN_SIDE, TRAIN_SIDE), interpolation=cv2.INTER_AREA)
+        sx, sy = width / TRAIN_SIDE, height / TRAIN_SIDE
+        bodies = [Detection(d.x * sx, d.y * sy, d.w * sx, d.h * sy, d.score, d.kind) for d in self.bodies.detect(square, EVIDENCE_FLOOR)]
+        if self.body_side and max(height, width) > TRAIN_SIDE:
+            factor = min(1.0, self.body_side / max(height, width))
+            sized = rgb if factor == 1.0 else cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+            found = self.bodies.detect(sized, EVIDENCE_FLOOR, layers=SMALL_PEOPLE_LAYERS)
+            bodies.extend(d.scaled(1.0 / factor) for d in found)
+        return nms(bodies, BODY_NMS_IOU)
+
+    def find(self, rgb: np.ndarray, gray: np.ndarray) -> Found:
+        faces = self.faces.detect(rgb, EVIDENCE_FLOOR) if min(rgb.shape[:2]) >= 12 else []
+        return Found(faces=suppress_duplicates(faces, 0.3), bodies=self.find_bodies(rgb))
