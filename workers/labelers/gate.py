@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INNER = "humanvlm"
 # Measured on the development scenes (docs/cpu-labeler.md): recall first.
-DEFAULT_THRESHOLD = 0.3
+DEFAULT_THRESHOLD = 0.4
 DEFAULT_WORKERS = 2
 
 

@@ -43,7 +43,7 @@ class CnnDetectors:
         if self.body_side and max(height, width) > TRAIN_SIDE:
             factor = min(1.0, self.body_side / max(height, width))
             sized = rgb if factor == 1.0 else cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-            found = self.bodies.detect(sized, EVIDENCE_FLOOR, layers=SMALL_PEOPLE_LAYERS)
+            found = self.bodies.detect(sized, EVIDENCE_FLOOR, layers=SMALL_PEOPLE_LAYERS, skip_corner=True)
             bodies.extend(d.scaled(1.0 / factor) for d in found)
         return nms(bodies, BODY_NMS_IOU)
 

