@@ -36,7 +36,7 @@ BODY_FACE_ZONE = 0.45  # a face centre in the top 45 % of a body box is that bod
 
 
 class DetectorSet(Protocol):
-    def find(self, rgb: np.ndarray, gray: np.ndarray) -> Found: ...
+    def find(self, rgb: np.ndarray, gray: np.ndarray, bodies: bool = True) -> Found: ...
 
 
 @dataclass(frozen=True)
@@ -76,12 +76,12 @@ class HaarHogDetectors:
         self.faces = FaceDetector(scale_factor=scale_factor, profile_scale=profile_scale)
         self.bodies = PersonDetector() if people else None
 
-    def find(self, rgb: np.ndarray, gray: np.ndarray) -> Found:
+    def find(self, rgb: np.ndarray, gray: np.ndarray, bodies: bool = True) -> Found:
         factor = min(1.0, self.detect_side / max(gray.shape))
         small = gray if factor == 1.0 else cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         faces = [d.scaled(1 / factor) for d in self.faces.detect(small)]
-        bodies = [d.scaled(1 / factor) for d in self.bodies.detect(small)] if self.bodies is not None else []
-        return Found(faces, bodies)
+        found = [d.scaled(1 / factor) for d in self.bodies.detect(small)] if bodies and self.bodies is not None else []
+        return Found(faces, found)
 
 
 def _thumbnail(rgb: np.ndarray) -> tuple[np.ndarray, float, int]:
@@ -112,11 +112,9 @@ class ImageAnalyser:
             return self.detectors.find(rgb, gray)
         framed, factor, border = _thumbnail(rgb)
         framed_gray = cv2.equalizeHist(cv2.cvtColor(framed, cv2.COLOR_RGB2GRAY))
-        found = self.detectors.find(framed, framed_gray)
-        return Found(
-            [_to_pixels(d, factor, border, width, height) for d in found.faces],
-            [],  # a thumbnail is a face crop: a "body" there is the face again
-        )
+        # A thumbnail is a face crop: a "body" there would be the face again.
+        found = self.detectors.find(framed, framed_gray, bodies=False)
+        return Found([_to_pixels(d, factor, border, width, height) for d in found.faces], [])
 
     def analyse(self, rgb: np.ndarray, scale: float = 1.0) -> Analysis:
         """`rgb` is HxWx3 uint8; `scale` is decoded-pixels per source pixel (DecodedImage.scale)."""

@@ -47,6 +47,6 @@ class CnnDetectors:
             bodies.extend(d.scaled(1.0 / factor) for d in found)
         return nms(bodies, BODY_NMS_IOU)
 
-    def find(self, rgb: np.ndarray, gray: np.ndarray) -> Found:
+    def find(self, rgb: np.ndarray, gray: np.ndarray, bodies: bool = True) -> Found:
         faces = self.faces.detect(rgb, EVIDENCE_FLOOR) if min(rgb.shape[:2]) >= 12 else []
-        return Found(faces=suppress_duplicates(faces, 0.3), bodies=self.find_bodies(rgb))
+        return Found(faces=suppress_duplicates(faces, 0.3), bodies=self.find_bodies(rgb) if bodies else [])
