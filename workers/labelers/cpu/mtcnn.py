@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from workers.labelers.cpu.detectors import Detection
+from workers.labelers.cpu.detectors import Detection, nms_boxes
 from workers.labelers.cpu.weights import MTCNN_FILES, DetectorUnavailable
 
 PYRAMID_STEP = 0.709  # the paper's factor: each level is half the area of the previous one
@@ -107,26 +107,6 @@ def _load(net: nn.Module, stage: str) -> nn.Module:
     return net.eval()
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, overlap: float, by_min: bool = False) -> np.ndarray:
-    """Indices kept by greedy NMS over (x1, y1, x2, y2) boxes; `by_min`: overlap over the smaller box."""
-    if len(boxes) == 0:
-        return np.zeros(0, dtype=np.int64)
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    area = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = np.argsort(scores)[::-1]
-    keep = []
-    while order.size:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-        inter = w * h
-        denom = np.minimum(area[i], area[rest]) if by_min else area[i] + area[rest] - inter
-        order = rest[inter / denom <= overlap]
-    return np.asarray(keep, dtype=np.int64)
-
-
 def _square(boxes: np.ndarray) -> np.ndarray:
     out = boxes.copy()
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -190,13 +170,13 @@ class FaceNet:
                     [np.floor((2 * xs + 1) / scale), np.floor((2 * ys + 1) / scale),
                      np.floor((2 * xs + 12) / scale), np.floor((2 * ys + 12) / scale), face[ys, xs]], axis=1,
                 )
-                keep = nms(boxes[:, :4], boxes[:, 4], 0.5)
+                keep = nms_boxes(boxes[:, :4], boxes[:, 4], 0.5)
                 candidates.append(np.concatenate([boxes[keep], r[keep]], axis=1))
             scale *= PYRAMID_STEP
         if not candidates:
             return []
         boxes = np.concatenate(candidates)
-        boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)]
+        boxes = boxes[nms_boxes(boxes[:, :4], boxes[:, 4], 0.7)]
         boxes = _square(np.concatenate([_refine(boxes[:, :4], boxes[:, 5:9]), boxes[:, 4:5]], axis=1))
         reg, prob = self.rnet(_crops(rgb, boxes, 24))
         score = prob[:, 1].numpy()
@@ -205,7 +185,7 @@ class FaceNet:
         reg = reg.numpy()[passed]
         if not len(boxes):
             return []
-        keep = nms(boxes[:, :4], boxes[:, 4], 0.7)
+        keep = nms_boxes(boxes[:, :4], boxes[:, 4], 0.7)
         boxes = _square(np.concatenate([_refine(boxes[keep, :4], reg[keep]), boxes[keep, 4:5]], axis=1))
         reg, prob = self.onet(_crops(rgb, boxes, 48))
         score = prob[:, 1].numpy()
@@ -213,7 +193,7 @@ class FaceNet:
         boxes = np.concatenate([_refine(boxes[passed, :4], reg.numpy()[passed]), score[passed, None]], axis=1)
         if not len(boxes):
             return []
-        boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7, by_min=True)]
+        boxes = boxes[nms_boxes(boxes[:, :4], boxes[:, 4], 0.7, by_min=True)]
         found = []
         for x1, y1, x2, y2, s in boxes:
             x1, y1 = max(0.0, float(x1)), max(0.0, float(y1))
@@ -228,4 +208,4 @@ def check_available() -> None:
         weight.locate()
 
 
-__all__ = ["FaceNet", "DetectorUnavailable", "check_available", "nms"]
+__all__ = ["FaceNet", "DetectorUnavailable", "check_available"]

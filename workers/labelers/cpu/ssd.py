@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from workers.labelers.cpu.detectors import Detection
+from workers.labelers.cpu.detectors import Detection, nms_boxes
 from workers.labelers.cpu.weights import SSDLITE_PERSON, DetectorUnavailable
 
 TRAIN_SIDE = 300
@@ -38,6 +38,7 @@ OUTPUTS = [f"BoxPredictor_{i}/{kind}/Conv2D" for i in range(NUM_LAYERS) for kind
 # Raw scores below this are dropped before NMS (the caller applies its own threshold after).
 CANDIDATE_SCORE = 0.05
 CORNER_PX = 2.0
+NMS_IOU = 0.45
 
 
 def _layer_boxes(layer: int) -> list[tuple[float, float]]:
@@ -115,7 +116,7 @@ class PersonNet:
         self.net = load_person_net()
 
     def detect(self, rgb: np.ndarray, min_score: float, layers: int = NUM_LAYERS, skip_corner: bool = False) -> list[Detection]:
-        """Bodies in `rgb` (HxWx3 uint8, any size >= 32 px) in its pixel coordinates, before NMS.
+        """Bodies in `rgb` (HxWx3 uint8, any size >= 32 px) in its pixel coordinates, after NMS.
 
         `layers`: use only the first this many predictor layers (the small anchors).
         `skip_corner`: drop boxes that start in the top-left corner. At inputs larger
@@ -126,7 +127,7 @@ class PersonNet:
         blob = cv2.dnn.blobFromImage(rgb, 1.0 / 127.5, (width, height), (127.5, 127.5, 127.5), swapRB=False)
         self.net.setInput(blob)
         results = self.net.forward(OUTPUTS)
-        found: list[Detection] = []
+        boxes, scores_kept = [], []
         for layer in range(layers):
             enc, logits = results[2 * layer], results[2 * layer + 1]
             rows, cols = enc.shape[2], enc.shape[3]
@@ -144,11 +145,19 @@ class PersonNet:
             cx = t[:, 1] * anc[:, 3] + anc[:, 1]
             h = np.exp(t[:, 2]) * anc[:, 2]
             w = np.exp(t[:, 3]) * anc[:, 3]
-            for y0, x0, hh, ww, s in zip(cy - h / 2, cx - w / 2, h, w, scores[picked]):
-                x1, y1 = max(0.0, float(x0)), max(0.0, float(y0))
-                x2, y2 = min(float(width), float(x0 + ww)), min(float(height), float(y0 + hh))
-                if skip_corner and x1 <= CORNER_PX and y1 <= CORNER_PX:
-                    continue
-                if x2 - x1 >= 2 and y2 - y1 >= 2:
-                    found.append(Detection(x1, y1, x2 - x1, y2 - y1, float(s), "body"))
-        return found
+            boxes.append(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1))
+            scores_kept.append(scores[picked])
+        if not boxes:
+            return []
+        xyxy = np.concatenate(boxes)
+        xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, width)
+        xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, height)
+        score = np.concatenate(scores_kept)
+        keep = (xyxy[:, 2] - xyxy[:, 0] >= 2) & (xyxy[:, 3] - xyxy[:, 1] >= 2)
+        if skip_corner:
+            keep &= ~((xyxy[:, 0] <= CORNER_PX) & (xyxy[:, 1] <= CORNER_PX))
+        xyxy, score = xyxy[keep], score[keep]
+        kept = nms_boxes(xyxy, score, NMS_IOU)
+        xyxy, score = xyxy[kept], score[kept]
+        return [Detection(float(x1), float(y1), float(x2 - x1), float(y2 - y1), float(s), "body") for (x1, y1, x2, y2), s in zip(xyxy, score)]
+
