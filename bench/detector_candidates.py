@@ -40,6 +40,7 @@ log = logging.getLogger("bench.detector_candidates")
 CANDIDATES: dict[str, dict[str, object]] = {
     "cnn": {},
     "cnn-no-small-pass": {"body_side": 0},
+    "cnn-tiles": {"body_tiles": True},
     "cnn-face-20": {"min_face": 20},
     "haar-hog": {"detectors": "haar-hog"},
     "haar-hog-768": {"detectors": "haar-hog", "detect_side": 768},

@@ -30,8 +30,9 @@ BODY_NMS_IOU = 0.45
 class CnnDetectors:
     """One instance per thread: an OpenCV network is not safe to share between threads."""
 
-    def __init__(self, body_side: int = 768, min_face: float = 16.0) -> None:
+    def __init__(self, body_side: int = 768, min_face: float = 16.0, body_tiles: bool = False) -> None:
         self.body_side = body_side
+        self.body_tiles = body_tiles
         self.bodies = PersonNet()
         self.faces = FaceNet(min_face)
 
@@ -43,7 +44,10 @@ class CnnDetectors:
         if self.body_side and max(height, width) > TRAIN_SIDE:
             factor = min(1.0, self.body_side / max(height, width))
             sized = rgb if factor == 1.0 else cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-            found = self.bodies.detect(sized, EVIDENCE_FLOOR, layers=SMALL_PEOPLE_LAYERS, skip_corner=True)
+            if self.body_tiles:
+                found = self.bodies.detect_tiles(sized, EVIDENCE_FLOOR)
+            else:
+                found = self.bodies.detect(sized, EVIDENCE_FLOOR, layers=SMALL_PEOPLE_LAYERS, skip_corner=True)
             bodies.extend(d.scaled(1.0 / factor) for d in found)
         return nms(bodies, BODY_NMS_IOU)
 

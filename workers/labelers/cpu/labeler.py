@@ -36,6 +36,7 @@ class CpuOptions(BaseModel):
     detectors: DetectorSetName = Field("cnn", description="cnn: SSDLite bodies + MTCNN faces; haar-hog: OpenCV cascades + HOG")
     min_score: float = Field(0.5, description="detections below this score are not counted as persons")
     body_side: int = Field(768, description="cnn: longer side of the copy scanned for small people (0: off)")
+    body_tiles: bool = Field(False, description="cnn: scan the small-people copy as 300 px tiles (slower)")
     min_face: float = Field(16.0, description="cnn: smallest face searched, in decoded pixels")
     threads: int = Field(1, description="OpenCV and torch threads per replica (the replica asks Ray for 1 CPU)")
     detect_side: int = Field(320, description="haar-hog: longer side of the grey copy the detectors scan")
@@ -70,7 +71,8 @@ class CpuLabeler(Labeler):
             detail = f"haar-hog/opencv-{cv2.__version__}/side-{s.detect_side}x{s.profile_scale:g}/step-{s.scale_factor:g}"
         else:
             weights = "+".join(sorted({w.version() for w in (SSDLITE_PERSON, *MTCNN_FILES.values())}))
-            detail = f"cnn/{weights}/opencv-{cv2.__version__}/body-{s.body_side}/face-{s.min_face:g}"
+            tiles = "-tiles" if s.body_tiles else ""
+            detail = f"cnn/{weights}/opencv-{cv2.__version__}/body-{s.body_side}{tiles}/face-{s.min_face:g}"
         return f"cpu-{CODE_VERSION}/{detail}/min-{s.min_score:g}"
 
     def _detectors(self) -> DetectorSet:
@@ -79,7 +81,7 @@ class CpuLabeler(Labeler):
             return HaarHogDetectors(s.detect_side, s.detect_people, scale_factor=s.scale_factor, profile_scale=s.profile_scale)
         from workers.labelers.cpu.cnn import CnnDetectors  # torch is imported only when used
 
-        return CnnDetectors(body_side=s.body_side, min_face=s.min_face)
+        return CnnDetectors(body_side=s.body_side, min_face=s.min_face, body_tiles=s.body_tiles)
 
     def setup(self) -> None:
         """Loads the detectors: a missing or broken weight file fails here, as one line (DetectorUnavailable)."""

@@ -126,15 +126,48 @@ class PersonNet:
         height, width = rgb.shape[:2]
         blob = cv2.dnn.blobFromImage(rgb, 1.0 / 127.5, (width, height), (127.5, 127.5, 127.5), swapRB=False)
         self.net.setInput(blob)
+        return self._decode([r[0] for r in self.net.forward(OUTPUTS)], height, width, min_score, layers, skip_corner)
+
+    def detect_tiles(self, rgb: np.ndarray, min_score: float, tile: int = TRAIN_SIDE, overlap: int = 60) -> list[Detection]:
+        """Bodies in overlapping tile x tile crops of `rgb` (the training geometry), one batched forward pass."""
+        height, width = rgb.shape[:2]
+        if height <= tile and width <= tile:
+            return self.detect(rgb, min_score)
+
+        def starts(size: int) -> list[int]:
+            if size <= tile:
+                return [0]
+            step = tile - overlap
+            return sorted({*range(0, size - tile, step), size - tile})
+
+        padded = rgb
+        if height < tile or width < tile:
+            padded = cv2.copyMakeBorder(rgb, 0, max(0, tile - height), 0, max(0, tile - width), cv2.BORDER_REPLICATE)
+        origins = [(x, y) for y in starts(height) for x in starts(width)]
+        crops = [np.ascontiguousarray(padded[y : y + tile, x : x + tile]) for x, y in origins]
+        blob = cv2.dnn.blobFromImages(crops, 1.0 / 127.5, (tile, tile), (127.5, 127.5, 127.5), swapRB=False)
+        self.net.setInput(blob)
         results = self.net.forward(OUTPUTS)
+        found = []
+        for k, (x, y) in enumerate(origins):
+            for d in self._decode([r[k] for r in results], tile, tile, min_score, NUM_LAYERS, False):
+                x1, y1 = d.x + x, d.y + y
+                x2, y2 = min(float(width), x1 + d.w), min(float(height), y1 + d.h)
+                if x2 - x1 >= 2 and y2 - y1 >= 2:
+                    found.append(Detection(x1, y1, x2 - x1, y2 - y1, d.score, d.kind))
+        return found
+
+    def _decode(
+        self, results: list[np.ndarray], height: int, width: int, min_score: float, layers: int, skip_corner: bool
+    ) -> list[Detection]:
         boxes, scores_kept = [], []
         for layer in range(layers):
             enc, logits = results[2 * layer], results[2 * layer + 1]
-            rows, cols = enc.shape[2], enc.shape[3]
             count = len(_layer_boxes(layer))
             # NCHW with channel = anchor * k + value  ->  (cell, anchor, value), cell-major.
-            codes = enc[0].reshape(count, 4, rows * cols).transpose(2, 0, 1).reshape(-1, 4)
-            person = logits[0].reshape(count, 2, rows * cols)[:, 1, :].T.reshape(-1)
+            rows, cols = enc.shape[1], enc.shape[2]
+            codes = enc.reshape(count, 4, rows * cols).transpose(2, 0, 1).reshape(-1, 4)
+            person = logits.reshape(count, 2, rows * cols)[:, 1, :].T.reshape(-1)
             scores = 1.0 / (1.0 + np.exp(-person))
             picked = np.nonzero(scores >= max(min_score, CANDIDATE_SCORE))[0]
             if not len(picked):
