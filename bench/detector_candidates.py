@@ -38,9 +38,9 @@ from workers.labelers.cpu.labeler import CpuLabeler, analysis_output
 log = logging.getLogger("bench.detector_candidates")
 
 CANDIDATES: dict[str, dict[str, object]] = {
-    "cnn": {},
+    "cnn": {},  # small-people pass as 300 px tiles
+    "cnn-one-pass": {"body_tiles": False},  # small-people pass over the whole 768 px copy, lowest layers
     "cnn-no-small-pass": {"body_side": 0},
-    "cnn-tiles": {"body_tiles": True},
     "cnn-face-20": {"min_face": 20},
     "haar-hog": {"detectors": "haar-hog"},
     "haar-hog-768": {"detectors": "haar-hog", "detect_side": 768},

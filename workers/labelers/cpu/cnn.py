@@ -3,10 +3,11 @@
 Bodies, two passes (measured on the development scenes, docs/cpu-labeler.md):
 - the whole image squashed to 300x300, the network's training input, with all
   six predictor layers: people from ~1/3 of the image up to all of it;
-- the image at `body_side` px (longer side) with only the three lowest layers
-  (anchors 30-150 px): small people. Their higher layers see a receptive field
-  they were never trained on at this size and fire on empty corners, so they
-  are not read.
+- the image at `body_side` px (longer side), cut into overlapping 300 px tiles
+  run as one batch (`body_tiles`, the default): small people, ~30-150 px in
+  that copy. Without tiles the copy is scanned whole, reading only the three
+  lowest layers (anchors 30-150 px; the higher ones fire on empty corners at
+  input sizes they were not trained on): ~35 % cheaper, finds fewer people.
 Boxes from both passes are merged by NMS. Faces: MTCNN down to `min_face` px
 in the decoded image.
 """
@@ -30,7 +31,7 @@ BODY_NMS_IOU = 0.45
 class CnnDetectors:
     """One instance per thread: an OpenCV network is not safe to share between threads."""
 
-    def __init__(self, body_side: int = 768, min_face: float = 16.0, body_tiles: bool = False) -> None:
+    def __init__(self, body_side: int = 768, min_face: float = 16.0, body_tiles: bool = True) -> None:
         self.body_side = body_side
         self.body_tiles = body_tiles
         self.bodies = PersonNet()
