@@ -26,6 +26,15 @@ from workers.labelers.cpu.ssd import TRAIN_SIDE, PersonNet
 EVIDENCE_FLOOR = 0.05
 SMALL_PEOPLE_LAYERS = 3
 BODY_NMS_IOU = 0.45
+SMALL_PERSON_MAX = 0.6  # of a tile: taller boxes in a tile are fragments of someone the whole-image pass sees
+FRAGMENT_OWNER_SCORE = 0.3
+
+
+def _inside(inner: Detection, outer: Detection, share: float = 0.6) -> bool:
+    """At least `share` of `inner`'s area lies inside `outer`."""
+    w = max(0.0, min(inner.x + inner.w, outer.x + outer.w) - max(inner.x, outer.x))
+    h = max(0.0, min(inner.y + inner.h, outer.y + outer.h) - max(inner.y, outer.y))
+    return w * h >= share * inner.w * inner.h
 
 
 class CnnDetectors:
@@ -41,16 +50,21 @@ class CnnDetectors:
         height, width = rgb.shape[:2]
         square = cv2.resize(rgb, (TRAIN_SIDE, TRAIN_SIDE), interpolation=cv2.INTER_AREA)
         sx, sy = width / TRAIN_SIDE, height / TRAIN_SIDE
-        bodies = [Detection(d.x * sx, d.y * sy, d.w * sx, d.h * sy, d.score, d.kind) for d in self.bodies.detect(square, EVIDENCE_FLOOR)]
+        large = [Detection(d.x * sx, d.y * sy, d.w * sx, d.h * sy, d.score, d.kind) for d in self.bodies.detect(square, EVIDENCE_FLOOR)]
+        small: list[Detection] = []
         if self.body_side and max(height, width) > TRAIN_SIDE:
             factor = min(1.0, self.body_side / max(height, width))
             sized = rgb if factor == 1.0 else cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
             if self.body_tiles:
-                found = self.bodies.detect_tiles(sized, EVIDENCE_FLOOR)
+                found = [d for d in self.bodies.detect_tiles(sized, EVIDENCE_FLOOR) if d.h <= SMALL_PERSON_MAX * TRAIN_SIDE]
             else:
                 found = self.bodies.detect(sized, EVIDENCE_FLOOR, layers=SMALL_PEOPLE_LAYERS, skip_corner=True)
-            bodies.extend(d.scaled(1.0 / factor) for d in found)
-        return nms(bodies, BODY_NMS_IOU)
+            # A tile sees only part of a large person: such fragments lie inside that person's
+            # box from the whole-image pass and are dropped (else one portrait counts as several).
+            people = [d for d in large if d.score >= FRAGMENT_OWNER_SCORE]
+            small = [d.scaled(1.0 / factor) for d in found]
+            small = [d for d in small if not any(_inside(d, p) for p in people)]
+        return nms(large + small, BODY_NMS_IOU)
 
     def find(self, rgb: np.ndarray, gray: np.ndarray, bodies: bool = True) -> Found:
         faces = self.faces.detect(rgb, EVIDENCE_FLOOR) if min(rgb.shape[:2]) >= 12 else []
