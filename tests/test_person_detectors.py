@@ -36,14 +36,15 @@ def gate() -> LabelerReplica:
     return LabelerReplica("gate", LabelerOptions(extra={"gate_inner": "image-facts"}))
 
 
-def test_a_person_with_the_face_covered_still_passes_the_gate(gate: LabelerReplica) -> None:
-    canvas = _background("coffee", (1024, 768), np.random.default_rng(2))
-    _paste(canvas, cutout("camera"), 300, (300, 400), mirror=False, hide="covered")
-    (row,) = gate.label([_image(canvas, "covered.jpg")], "r", "s")
+@pytest.mark.parametrize("background", NO_PERSON_PHOTOS)
+def test_a_person_with_the_face_covered_still_passes_the_gate(gate: LabelerReplica, background: str) -> None:
+    # The camera man, 200 px tall, face covered: only his body is left to find.
+    canvas = _background(background, (1024, 768), np.random.default_rng(2))
+    _paste(canvas, cutout("camera"), 200, (300, 560), mirror=False, hide="covered")
+    (row,) = gate.label([_image(canvas, f"covered-{background}.jpg")], "r", "s")
     assert row.status == "ok" and row.gated is False and row.labeler == "image-facts"
-    # The body detector opened the gate; no face was found (the face is covered).
-    assert row.gate_detector == "body" and row.gate_score >= DEFAULT_THRESHOLD
-    assert row.people_count == 1 and row.persons[0].person_box is not None
+    assert row.gate_score >= DEFAULT_THRESHOLD
+    assert any(p.person_box is not None and p.person_box.score >= 0.5 for p in row.persons)
 
 
 @pytest.mark.parametrize("background", NO_PERSON_PHOTOS)
