@@ -12,8 +12,8 @@ persons' boxes of its output (matched by overlap when the inner labeler gave
 boxes, else left to right, the order the detector lists persons in).
 
 Options (`LabelerOptions.extra`): `gate_threshold` (DEFAULT_THRESHOLD), `gate_inner`
-("humanvlm"), `gate_workers` (2: detector threads, each with its own
-networks); the cpu labeler's own keys (`CpuLabeler.OPTION_KEYS`, e.g.
+("humanvlm"), `gate_workers` (DEFAULT_WORKERS: detector threads, each with its
+own networks); the cpu labeler's own keys (`CpuLabeler.OPTION_KEYS`, e.g.
 `min_score`) go to the detector, every other key to the inner labeler. The
 replica asks Ray for max(inner CPUs, gate_workers) CPUs. The run summary
 counts saved images from the rows (`gated=True`), so the figure survives
@@ -41,7 +41,10 @@ log = logging.getLogger(__name__)
 DEFAULT_INNER = "humanvlm"
 # Measured on the development scenes (docs/cpu-labeler.md): recall first.
 DEFAULT_THRESHOLD = 0.4
-DEFAULT_WORKERS = 2
+# With 2, a `humantag run --labeler gate` on this 2-CPU machine hung with the CNN detectors
+# (cause not established: the replica then asks Ray for both CPUs, or torch and OpenCV DNN in
+# two threads inside an actor; in-process it works). One until that is understood.
+DEFAULT_WORKERS = 1
 
 
 class GateLabeler(Labeler):
@@ -97,7 +100,7 @@ class GateLabeler(Labeler):
         detector = getattr(self._local, "detector", None)
         if detector is None:
             detector = CpuLabeler(self._detector_options)
-            detector.setup()
+            detector.load()  # the process-wide thread settings were made once, in setup()
             self._local.detector = detector
         return detector
 

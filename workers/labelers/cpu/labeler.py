@@ -84,12 +84,20 @@ class CpuLabeler(Labeler):
         return CnnDetectors(body_side=s.body_side, min_face=s.min_face, body_tiles=s.body_tiles)
 
     def setup(self) -> None:
-        """Loads the detectors: a missing or broken weight file fails here, as one line (DetectorUnavailable)."""
+        """Sets the process's OpenCV/torch threads, then loads the detectors (`load`)."""
         cv2.setNumThreads(self.settings.threads)
         if self.settings.detectors == "cnn":
             import torch
 
             torch.set_num_threads(self.settings.threads)
+        self.load()
+
+    def load(self) -> None:
+        """Loads the detectors: a missing or broken weight file fails here, as one line (DetectorUnavailable).
+
+        Touches no process-wide setting, so other threads may call it (the gate's
+        detector threads do: changing torch's thread count while another thread
+        runs torch deadlocks inside a Ray actor)."""
         self._analyser = ImageAnalyser(self._detectors(), self.settings.min_score)
 
     def run_info(self) -> dict[str, Any]:
