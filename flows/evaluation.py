@@ -8,8 +8,12 @@ over the images present in both; a label left null is not scored.
 - people count: exact and within +-1;
 - faces: a predicted face box matches a labeled face when it contains the
   labeled centre (each box and each centre match at most once), giving
-  precision and recall over images whose labels list `face_centers`; plus
-  image-level face/no-face accuracy from `faces_visible`;
+  precision and recall over images whose labels list `face_centers`; boxes on
+  `small_face_centers` (faces labeled but too small to score) count neither
+  way; plus image-level face/no-face accuracy from `faces_visible`;
+- gate: of the images labeled with people, the share that passed (a gate row
+  with `gated=false`; a row of a labeler without a gate passes when it found
+  someone), and of the images labeled with nobody, the share held back;
 - attributes (booleans and enums, image-level facts about the main person):
   compared with the largest predicted person; `accuracy` is over the images
   where the labeler answered, `coverage` is answered / labeled (a labeler
@@ -61,6 +65,15 @@ class FaceMetrics(BaseModel):
     presence_accuracy: Optional[float] = None
 
 
+class GateMetrics(BaseModel):
+    people_images: int = 0
+    passed: int = 0
+    recall: Optional[float] = None
+    empty_images: int = 0
+    held_back: int = 0
+    held_back_share: Optional[float] = None
+
+
 class AttributeMetrics(BaseModel):
     labeled: int = 0
     answered: int = 0
@@ -77,6 +90,7 @@ class EvalReport(BaseModel):
     unmatched_labels: list[str]
     people_count: CountMetrics
     faces: FaceMetrics
+    gate: GateMetrics
     attributes: dict[str, AttributeMetrics]
 
 
@@ -140,11 +154,19 @@ def _face_matches(boxes: list[dict[str, Any]], centers: list[list[float]]) -> in
     return matched
 
 
+def passed_gate(row: dict[str, Any]) -> bool:
+    """The image went on to be labeled as one with people (see the module doc)."""
+    if row.get("gated") is not None:
+        return not row["gated"]
+    return (row.get("people_count") or 0) > 0
+
+
 def evaluate(predictions: dict[str, dict[str, Any]], labels: dict[str, dict[str, Any]]) -> EvalReport:
     common = sorted(set(predictions) & set(labels))
     ok = [name for name in common if predictions[name].get("status") == "ok"]
     counts = CountMetrics()
     faces = FaceMetrics()
+    gate = GateMetrics()
     attributes = {key: AttributeMetrics() for key in ATTRIBUTES}
     exact = within = abs_err = 0
     presence_right = 0
@@ -157,12 +179,21 @@ def evaluate(predictions: dict[str, dict[str, Any]], labels: dict[str, dict[str,
             exact += diff == 0
             within += diff <= 1
             abs_err += diff
+        if label.get("people_count") is not None:
+            if int(label["people_count"]) > 0:
+                gate.people_images += 1
+                gate.passed += passed_gate(row)
+            else:
+                gate.empty_images += 1
+                gate.held_back += not passed_gate(row)
         boxes = [p["face_box"] for p in row.get("persons") or [] if p.get("face_box")]
         if label.get("face_centers") is not None:
+            small = label.get("small_face_centers") or []
+            scored = [b for b in boxes if not _face_matches([b], small)] if small else boxes
             faces.images += 1
             faces.labeled_faces += len(label["face_centers"])
-            faces.predicted_faces += len(boxes)
-            faces.matched += _face_matches(boxes, label["face_centers"])
+            faces.predicted_faces += len(scored)
+            faces.matched += _face_matches(scored, label["face_centers"])
         if label.get("faces_visible") is not None:
             faces.presence_images += 1
             presence_right += (len(boxes) > 0) == (int(label["faces_visible"]) > 0)
@@ -182,6 +213,8 @@ def evaluate(predictions: dict[str, dict[str, Any]], labels: dict[str, dict[str,
     faces.precision = _ratio(faces.matched, faces.predicted_faces)
     faces.recall = _ratio(faces.matched, faces.labeled_faces)
     faces.presence_accuracy = _ratio(presence_right, faces.presence_images)
+    gate.recall = _ratio(gate.passed, gate.people_images)
+    gate.held_back_share = _ratio(gate.held_back, gate.empty_images)
     for metric in attributes.values():
         metric.accuracy = _ratio(metric.correct, metric.answered)
         metric.coverage = _ratio(metric.answered, metric.labeled)
@@ -193,5 +226,6 @@ def evaluate(predictions: dict[str, dict[str, Any]], labels: dict[str, dict[str,
         unmatched_labels=sorted(set(labels) - set(predictions)),
         people_count=counts,
         faces=faces,
+        gate=gate,
         attributes={k: v for k, v in attributes.items() if v.labeled},
     )

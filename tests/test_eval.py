@@ -43,9 +43,29 @@ def test_metrics_on_hand_made_rows() -> None:
     assert (faces.labeled_faces, faces.predicted_faces, faces.matched) == (3, 3, 2)
     assert faces.precision == pytest.approx(2 / 3, abs=1e-3) and faces.recall == pytest.approx(2 / 3, abs=1e-3)
     assert faces.presence_accuracy == pytest.approx(1 / 3, abs=1e-3)  # b has a false face, c missed its face
+    # Gate: a and c (with people) found someone, b (nobody) was not held back; d has no row.
+    assert (report.gate.people_images, report.gate.passed, report.gate.empty_images, report.gate.held_back) == (2, 2, 1, 0)
+    assert report.gate.recall == 1.0 and report.gate.held_back_share == 0.0
     smiling = report.attributes["smiling"]
     assert (smiling.labeled, smiling.answered, smiling.correct) == (2, 1, 1)
     assert smiling.coverage == 0.5 and smiling.accuracy == 1.0
+
+
+def test_gate_rows_and_faces_too_small_to_score() -> None:
+    labels = {
+        "p.jpg": {"image": "p.jpg", "people_count": 2, "face_centers": [[50, 50]], "small_face_centers": [[200, 20]]},
+        "q.jpg": {"image": "q.jpg", "people_count": 1},
+        "e.jpg": {"image": "e.jpg", "people_count": 0},
+    }
+    rows = {
+        # A box on the small face is neither a hit nor a false face.
+        "p.jpg": {**_row("p.jpg", 2, [(40, 40, 20, 20), (195, 15, 10, 10)]), "gated": False},
+        "q.jpg": {**_row("q.jpg", 0, []), "gated": True},  # a person the gate skipped
+        "e.jpg": {**_row("e.jpg", 0, []), "gated": True},
+    }
+    report = evaluate(rows, labels)
+    assert (report.faces.labeled_faces, report.faces.predicted_faces, report.faces.matched) == (1, 1, 1)
+    assert report.gate.recall == 0.5 and report.gate.held_back_share == 1.0
 
 
 def test_error_rows_are_not_scored() -> None:
@@ -79,13 +99,14 @@ def test_cpu_labeler_on_the_devset_through_ray_then_eval(ray_local, devset_photo
     out_json = tmp_path / "metrics.json"
     assert _run_cli(["eval", str(tmp_path / "out"), "--labels", str(DEVSET_LABELS), "--json", str(out_json)], monkeypatch) == 0
     printed = capsys.readouterr().out
-    assert "people count exact" in printed and "face recall" in printed
+    assert "people count exact" in printed and "face recall" in printed and "gate recall" in printed
     report = json.loads(out_json.read_text())
     # What the cpu labeler really reaches on the six devset photos:
     assert report["matched"] == 6 and report["error_rows"] == 0
     assert report["people_count"] == {"images": 6, "exact": 1.0, "within_one": 1.0, "mean_abs_error": 0.0}
     assert report["faces"]["precision"] == 1.0 and report["faces"]["recall"] == 1.0
     assert report["faces"]["presence_accuracy"] == 1.0
+    assert report["gate"]["recall"] == 1.0 and report["gate"]["held_back_share"] == 1.0
     attrs = report["attributes"]
     assert attrs["smiling"] == {"labeled": 2, "answered": 1, "correct": 1, "accuracy": 1.0, "coverage": 0.5}
     assert attrs["upper_clothing_color"]["correct"] == 2 and attrs["upper_clothing_color"]["answered"] == 2

@@ -12,7 +12,7 @@ from workers.attributes import Box, Person
 from workers.images import DecodedImage
 from workers.labelers import REGISTRY, LabelerOptions, LabelOutput, create_labeler
 from workers.labelers.base import Labeler, LabelerIdentity
-from workers.labelers.gate import attach_boxes
+from workers.labelers.gate import DEFAULT_THRESHOLD, attach_boxes
 
 PORTRAITS = {"astronaut.png", "camera.png", "grace_hopper.jpg"}
 
@@ -34,14 +34,15 @@ def test_no_person_skips_the_inner_labeler(devset_photos: list[Path]) -> None:
     # Incremental runs treat both kinds of rows as current.
     assert {r.labeler_version for r in rows.values()} <= {i.version for i in replica.labeler.current_identities()}
     info = replica.describe()
-    assert info["gate_inner"] == "image-facts" and info["gate_threshold"] == 0.5
-    assert info["labeler_version"].startswith("gate-0.5/cpu-")
+    assert info["gate_inner"] == "image-facts" and info["gate_threshold"] == DEFAULT_THRESHOLD
+    assert info["labeler_version"].startswith(f"gate-{DEFAULT_THRESHOLD:g}/cpu-")
 
 
 def test_threshold_is_configurable(devset_photos: list[Path]) -> None:
     portraits = [p for p in devset_photos if p.name in PORTRAITS]
-    strict = label_files(LabelerReplica("gate", LabelerOptions(extra={"gate_inner": "cpu", "gate_threshold": 0.999})), portraits)
-    assert all(r.gated for r in strict.values())
+    # Above any score (evidence is in [0, 1]): everything is held back, with its evidence recorded.
+    strict = label_files(LabelerReplica("gate", LabelerOptions(extra={"gate_inner": "cpu", "gate_threshold": 1.01})), portraits)
+    assert all(r.gated and r.gate_score > 0.99 and r.gate_detector == "face" for r in strict.values())
     lenient = label_files(LabelerReplica("gate", LabelerOptions(extra={"gate_inner": "cpu", "gate_threshold": 0.3})), portraits)
     assert not any(r.gated for r in lenient.values()) and all(r.labeler == "cpu" for r in lenient.values())
 

@@ -35,6 +35,8 @@ def assemble_row(image: DecodedImage, output: LabelOutput | None, ctx: RowContex
     if output is not None and error_kind is None:
         fields = {
             "gated": output.gated,
+            "gate_score": output.gate_score,
+            "gate_detector": output.gate_detector,
             "caption": output.caption,
             "people_count": output.people_count,
             "faces_visible": output.faces_visible,

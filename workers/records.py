@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from workers.attributes import Person, Quality, Scene
 
 Status = Literal["ok", "error"]
+# Which detector gave the person gate its strongest evidence (workers/labelers/gate.py).
+GateDetector = Literal["face", "body"]
 
 class ErrorKind(str, Enum):
     """Why a row has status=error: the one catalogue of error kinds, and whether a rerun may fix them.
@@ -97,6 +99,9 @@ class LabeledImage(BaseModel):
     label_ms: Optional[float] = None
 
     gated: Optional[bool] = None
+    # Why the gate passed or skipped the image: its strongest person evidence and whose it was.
+    gate_score: Optional[float] = None
+    gate_detector: Optional[GateDetector] = None
     caption: Optional[str] = None
     people_count: Optional[int] = None
     faces_visible: Optional[int] = None

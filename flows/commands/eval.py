@@ -23,13 +23,15 @@ def render(report: EvalReport) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("images", justify="right")
-    pc, faces = report.people_count, report.faces
+    pc, faces, gate = report.people_count, report.faces, report.gate
     table.add_row("people count exact", _fmt(pc.exact), str(pc.images))
     table.add_row("people count within ±1", _fmt(pc.within_one), str(pc.images))
     table.add_row("people count mean abs error", _fmt(pc.mean_abs_error), str(pc.images))
     table.add_row(f"face precision ({faces.matched}/{faces.predicted_faces} boxes)", _fmt(faces.precision), str(faces.images))
     table.add_row(f"face recall ({faces.matched}/{faces.labeled_faces} faces)", _fmt(faces.recall), str(faces.images))
     table.add_row("face / no face accuracy", _fmt(faces.presence_accuracy), str(faces.presence_images))
+    table.add_row(f"gate recall ({gate.passed}/{gate.people_images} with people passed)", _fmt(gate.recall), str(gate.people_images))
+    table.add_row(f"no-person held back ({gate.held_back}/{gate.empty_images})", _fmt(gate.held_back_share), str(gate.empty_images))
     for name, metric in report.attributes.items():
         table.add_row(
             f"{name} accuracy ({metric.correct}/{metric.answered} answered)", _fmt(metric.accuracy), str(metric.labeled)

@@ -53,6 +53,8 @@ class LabelOutput:
     scene: Optional[Scene] = None
     quality: Optional[Quality] = None
     gated: Optional[bool] = None
+    gate_score: Optional[float] = None  # the gate's evidence (LabeledImage.gate_score / gate_detector)
+    gate_detector: Optional[str] = None
     prompt_version: Optional[str] = None
     labeler: Optional[str] = None  # set when a composite labeler delegated (gate -> humanvlm)
     labeler_version: Optional[str] = None

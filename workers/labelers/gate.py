@@ -1,18 +1,23 @@
 """The person gate: the `cpu` detectors decide which images the expensive labeler sees.
 
-Images whose strongest person detection (face or body score, see
-`workers/labelers/cpu/detectors.py`) is below `gate_threshold` never reach
-the inner labeler: their row is the detector's own result with `gated=True`.
+A gate is built for recall: a false positive costs a little GPU time, a false
+negative loses the image's labels for good. So it decides on the image's
+strongest evidence of any person (`Analysis.evidence`: the best face or body
+candidate, even one below the cpu labeler's own `min_score`) against its own,
+lower `gate_threshold`. Images below it never reach the inner labeler: their
+row is the detector's own result with `gated=True`. Every row the gate writes
+records why: `gate_score` (the evidence) and `gate_detector` ("face"/"body").
 Images with people go to the inner labeler; the detected boxes become the
 persons' boxes of its output (matched by overlap when the inner labeler gave
 boxes, else left to right, the order the detector lists persons in).
 
-Options (`LabelerOptions.extra`): `gate_threshold` (0.5), `gate_inner`
-("humanvlm"), `gate_workers` (2: detector threads; OpenCV releases the GIL,
-each thread keeps its own cascades); the cpu labeler's own keys
-(`CpuLabeler.OPTION_KEYS`, e.g. `detect_side`) go to the detector, every other
-key to the inner labeler; `gate_pass_rate` (1.0): the share of images expected to
-reach the inner labeler, for `--dry-run` estimates only. The replica asks Ray for max(inner CPUs, gate_workers) CPUs. The run summary
+Options (`LabelerOptions.extra`): `gate_threshold` (DEFAULT_THRESHOLD), `gate_inner`
+("humanvlm"), `gate_workers` (DEFAULT_WORKERS: detector threads, each with its
+own networks); the cpu labeler's own keys (`CpuLabeler.OPTION_KEYS`, e.g.
+`min_score`) go to the detector, every other key to the inner labeler;
+`gate_pass_rate` (1.0): the share of images expected to reach the inner labeler,
+for `--dry-run` estimates only. The replica asks Ray for max(inner CPUs,
+gate_workers) CPUs. The run summary
 counts saved images from the rows (`gated=True`), so the figure survives
 reruns and resumed runs; `run_info()` records the gate's settings.
 """
@@ -31,12 +36,17 @@ from workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, Labe
 from workers.labelers.cpu import CpuLabeler
 from workers.labelers.cpu.analyse import Analysis
 from workers.labelers.cpu.labeler import analysis_output
+from workers.records import ErrorKind
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INNER = "humanvlm"
-DEFAULT_THRESHOLD = 0.5
-DEFAULT_WORKERS = 2
+# Measured on the development scenes (docs/cpu-labeler.md): recall first.
+DEFAULT_THRESHOLD = 0.4
+# With 2, a `humantag run --labeler gate` on this 2-CPU machine hung with the CNN detectors
+# (cause not established: the replica then asks Ray for both CPUs, or torch and OpenCV DNN in
+# two threads inside an actor; in-process it works). One until that is understood.
+DEFAULT_WORKERS = 1
 DEFAULT_PASS_RATE = 1.0  # no assumption: every image may have people
 
 
@@ -58,8 +68,7 @@ class GateLabeler(Labeler):
             raise ValueError("the gate cannot wrap itself")
         detector_extra = {k: v for k, v in extra.items() if k in CpuLabeler.OPTION_KEYS}
         inner_extra = {k: v for k, v in extra.items() if k not in CpuLabeler.OPTION_KEYS}
-        # The detector reports every person the gate would let through.
-        self._detector_options = self.options.model_copy(update={"extra": {**detector_extra, "min_score": self.threshold}})
+        self._detector_options = self.options.model_copy(update={"extra": detector_extra})
         self.detector = CpuLabeler(self._detector_options)
         self._local = threading.local()
         self._pool: Optional[ThreadPoolExecutor] = None
@@ -70,10 +79,15 @@ class GateLabeler(Labeler):
     def identity(self) -> LabelerIdentity:
         return LabelerIdentity(f"gate-{self.threshold:g}/{self.detector.version}+{self.inner_name}:{self.inner.version}")
 
+    @property
+    def gated_version(self) -> str:
+        """The version of gated rows: the detector's, and the threshold that skipped them."""
+        return f"{self.detector.version}/gate-{self.threshold:g}"
+
     def current_identities(self) -> tuple[LabelerIdentity, ...]:
-        """Gated rows carry the detector's identity (its version includes the threshold), the
-        others the inner labeler's; rows of images that failed to decode carry the gate's own."""
-        return (self.identity(), *self.detector.current_identities(), *self.inner.current_identities())
+        """Gated rows carry `gated_version` (so a new threshold makes them stale), the others the
+        inner labeler's identities; rows of images that failed to decode carry the gate's own."""
+        return (self.identity(), LabelerIdentity(self.gated_version), *self.inner.current_identities())
 
     def throughput(self) -> Optional[Throughput]:
         """The inner labeler's rate over the share of images that pass; the detector runs on
@@ -90,7 +104,7 @@ class GateLabeler(Labeler):
         )
 
     def setup(self) -> None:
-        self.detector.setup()  # fails here, not mid-batch, if the cascades can't load
+        self.detector.setup()  # fails here, not mid-batch, if the detectors can't load
         self._local.detector = self.detector
         if self.workers > 1:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gate-detector")
@@ -101,11 +115,11 @@ class GateLabeler(Labeler):
         return Placement(num_cpus=max(inner.num_cpus, float(self.workers)), num_gpus=inner.num_gpus)
 
     def _thread_detector(self) -> CpuLabeler:
-        """OpenCV cascades are not safe to share between threads: one detector per thread."""
+        """OpenCV networks and cascades are not safe to share between threads: one detector per thread."""
         detector = getattr(self._local, "detector", None)
         if detector is None:
             detector = CpuLabeler(self._detector_options)
-            detector.setup()
+            detector.load()  # the process-wide thread settings were made once, in setup()
             self._local.detector = detector
         return detector
 
@@ -114,7 +128,7 @@ class GateLabeler(Labeler):
         try:
             analysis = self._thread_detector().analyse(image)
         except Exception as exc:  # noqa: BLE001 - one bad image is one error row
-            return LabelOutput.failed("label_error", f"gate detector: {type(exc).__name__}: {exc}")
+            return LabelOutput.failed(ErrorKind.LABEL_ERROR.value, f"gate detector: {type(exc).__name__}: {exc}")
         return analysis, (time.perf_counter() - started) * 1000.0
 
     def run_info(self) -> dict[str, Any]:
@@ -136,12 +150,13 @@ class GateLabeler(Labeler):
                 outputs[i] = result
                 continue
             analysis, detect_ms[i] = result
-            if analysis.person_score >= self.threshold:
+            if analysis.evidence.score >= self.threshold:
                 analyses[i] = analysis
             else:
                 out = analysis_output(analysis, detect_ms[i])
                 out.gated = True
-                out.labeler, out.labeler_version = self.detector.name, self.detector.version
+                out.gate_score, out.gate_detector = analysis.evidence.score, analysis.evidence.detector
+                out.labeler, out.labeler_version = self.detector.name, self.gated_version
                 outputs[i] = out
         passed = sorted(analyses)
         if passed:
@@ -151,7 +166,7 @@ class GateLabeler(Labeler):
                 )
             except Exception as exc:  # noqa: BLE001 - the gated rows of this batch are still good
                 log.exception("%s failed on a batch of %d", self.inner_name, len(passed))
-                inner_outputs = [LabelOutput.failed("label_error", f"{type(exc).__name__}: {exc}") for _ in passed]
+                inner_outputs = [LabelOutput.failed(ErrorKind.LABEL_ERROR.value, f"{type(exc).__name__}: {exc}") for _ in passed]
             if len(inner_outputs) != len(passed):
                 raise RuntimeError(f"{self.inner_name} returned {len(inner_outputs)} results for {len(passed)} images")
             for i, inner in zip(passed, inner_outputs):
@@ -160,6 +175,7 @@ class GateLabeler(Labeler):
 
     def _combine(self, inner: LabelOutput, analysis: Analysis, detect_ms: float) -> LabelOutput:
         inner.gated = False
+        inner.gate_score, inner.gate_detector = analysis.evidence.score, analysis.evidence.detector
         inner.labeler = inner.labeler or self.inner.name
         inner.labeler_version = inner.labeler_version or self.inner.version
         inner.label_ms = (inner.label_ms or 0.0) + detect_ms

@@ -1,9 +1,14 @@
 """One image in, the persons the detectors see (with attributes), quality and counts out.
 
-Detection runs on a grey copy shrunk to `detect_side` px on its longer side
-(faces smaller than ~5 % of that side are missed). Thumbnails (longer side
-under THUMBNAIL_SIDE) are the opposite case, usually a tight crop of one face:
-they get a replicated border (the cascades need a little context around a
+Detection is done by a detector set (`CnnDetectors` by default, or the older
+`HaarHogDetectors`), which returns every face and body candidate in decoded
+pixels. Candidates at or above `min_score` become persons: one per face, plus
+one per body whose upper part holds no face (so nobody is counted twice).
+The strongest candidate of any kind, even below `min_score`, is the image's
+`evidence` of a person: the gate decides on it with its own threshold.
+
+Thumbnails (longer side under THUMBNAIL_SIDE) are usually a tight crop of one
+face: they get a replicated border (detectors need a little context around a
 face) and are enlarged to THUMBNAIL_SIDE. Boxes are returned in the source
 image's pixel coordinates (EXIF-rotated, before any decode downscale).
 """
@@ -12,15 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Protocol
 
 import cv2
 import numpy as np
 
 from workers.attributes import Box, Person, PersonConfidence, Quality
 from workers.labelers.cpu.color import dominant_color, is_grayscale
-from workers.labelers.cpu.detectors import Detection, FaceDetector, PersonDetector, load_cascade
+from workers.labelers.cpu.detectors import Detection, FaceDetector, Found, PersonDetector, load_cascade
 from workers.labelers.cpu.quality import measure_quality
+from workers.records import GateDetector
 
 THUMBNAIL_SIDE = 128
 THUMBNAIL_BORDER = 0.15  # of the shorter side, on each edge
@@ -29,90 +35,104 @@ SMILE_MIN_NEIGHBORS = 130  # below this the smile cascade can't tell; smiling st
 BODY_FACE_ZONE = 0.45  # a face centre in the top 45 % of a body box is that body's face
 
 
+class DetectorSet(Protocol):
+    def find(self, rgb: np.ndarray, gray: np.ndarray, bodies: bool = True) -> Found: ...
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The strongest sign of a person in an image: what the gate decides on and records."""
+
+    score: float
+    detector: Optional[GateDetector]
+
+    @classmethod
+    def of(cls, found: Found) -> "Evidence":
+        best = max(
+            [(d.score, "face") for d in found.faces] + [(d.score, "body") for d in found.bodies],
+            default=(0.0, None),
+        )
+        return cls(round(float(best[0]), 4), best[1])  # type: ignore[arg-type]
+
+
 @dataclass
 class Analysis:
     persons: list[Person]
     faces_visible: int
     quality: Quality
+    evidence: Evidence
 
     @property
     def person_score(self) -> float:
         """The strongest evidence of any person in the image (0 when none)."""
-        return max((_person_score(p) for p in self.persons), default=0.0)
+        return self.evidence.score
 
 
-def _person_score(person: Person) -> float:
-    scores = [b.score for b in (person.face_box, person.person_box) if b is not None and b.score is not None]
-    return max(scores, default=0.0)
+class HaarHogDetectors:
+    """The first detector set: OpenCV's Haar face cascades and HOG people on a small grey copy."""
+
+    def __init__(self, detect_side: int = 320, people: bool = True, scale_factor: float = 1.2, profile_scale: float = 0.75) -> None:
+        self.detect_side = detect_side
+        self.faces = FaceDetector(scale_factor=scale_factor, profile_scale=profile_scale)
+        self.bodies = PersonDetector() if people else None
+
+    def find(self, rgb: np.ndarray, gray: np.ndarray, bodies: bool = True) -> Found:
+        factor = min(1.0, self.detect_side / max(gray.shape))
+        small = gray if factor == 1.0 else cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        faces = [d.scaled(1 / factor) for d in self.faces.detect(small)]
+        found = [d.scaled(1 / factor) for d in self.bodies.detect(small)] if bodies and self.bodies is not None else []
+        return Found(faces, found)
 
 
-@dataclass
-class _Frame:
-    """The detection copy of an image and how to map its boxes back to decoded pixels."""
+def _thumbnail(rgb: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """A tiny image framed for detection: (enlarged copy with border, factor, border px)."""
+    border = max(1, round(THUMBNAIL_BORDER * min(rgb.shape[:2])))
+    padded = cv2.copyMakeBorder(rgb, border, border, border, border, cv2.BORDER_REPLICATE)
+    factor = THUMBNAIL_SIDE / max(padded.shape[:2])
+    return cv2.resize(padded, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR), factor, border
 
-    gray: np.ndarray
-    factor: float
-    border: int
-    thumbnail: bool
 
-    def to_pixels(self, det: Detection, width: int, height: int) -> Detection:
-        x = det.x / self.factor - self.border
-        y = det.y / self.factor - self.border
-        x2, y2 = min(width, x + det.w / self.factor), min(height, y + det.h / self.factor)
-        x, y = max(0.0, x), max(0.0, y)
-        return Detection(x, y, max(1.0, x2 - x), max(1.0, y2 - y), det.score, det.kind)
+def _to_pixels(det: Detection, factor: float, border: int, width: int, height: int) -> Detection:
+    x, y = det.x / factor - border, det.y / factor - border
+    x2, y2 = min(width, x + det.w / factor), min(height, y + det.h / factor)
+    x, y = max(0.0, x), max(0.0, y)
+    return Detection(x, y, max(1.0, x2 - x), max(1.0, y2 - y), det.score, det.kind)
 
 
 class ImageAnalyser:
-    def __init__(
-        self,
-        min_score: float = 0.5,
-        detect_side: int = 320,
-        people: bool = True,
-        scale_factor: float = 1.2,
-        equalize: bool = False,
-        profile_scale: float = 0.75,
-    ) -> None:
+    def __init__(self, detectors: DetectorSet, min_score: float = 0.5) -> None:
+        self.detectors = detectors
         self.min_score = min_score
-        self.detect_side = detect_side
-        self.equalize = equalize
-        self.faces = FaceDetector(scale_factor=scale_factor, profile_scale=profile_scale)
-        self.bodies = PersonDetector() if people else None
         self.smile = load_cascade("haarcascade_smile.xml")
 
-    def _frame(self, gray: np.ndarray) -> _Frame:
-        longest = max(gray.shape)
-        if longest < THUMBNAIL_SIDE:
-            border = max(1, round(THUMBNAIL_BORDER * min(gray.shape)))
-            padded = cv2.copyMakeBorder(gray, border, border, border, border, cv2.BORDER_REPLICATE)
-            factor = THUMBNAIL_SIDE / max(padded.shape)
-            sized = cv2.resize(padded, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
-            return _Frame(sized, factor, border, True)
-        factor = min(1.0, self.detect_side / longest)
-        sized = gray if factor == 1.0 else cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-        return _Frame(sized, factor, 0, False)
+    def find(self, rgb: np.ndarray, gray: np.ndarray) -> Found:
+        """All candidates in `rgb`'s pixels; tiny images are framed and enlarged first."""
+        height, width = rgb.shape[:2]
+        if max(height, width) >= THUMBNAIL_SIDE:
+            return self.detectors.find(rgb, gray)
+        framed, factor, border = _thumbnail(rgb)
+        framed_gray = cv2.equalizeHist(cv2.cvtColor(framed, cv2.COLOR_RGB2GRAY))
+        # A thumbnail is a face crop: a "body" there would be the face again.
+        found = self.detectors.find(framed, framed_gray, bodies=False)
+        return Found([_to_pixels(d, factor, border, width, height) for d in found.faces], [])
 
     def analyse(self, rgb: np.ndarray, scale: float = 1.0) -> Analysis:
         """`rgb` is HxWx3 uint8; `scale` is decoded-pixels per source pixel (DecodedImage.scale)."""
-        height, width = rgb.shape[:2]
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         quality = measure_quality(gray)
-        frame = self._frame(gray)
-        scanned = cv2.equalizeHist(frame.gray) if self.equalize or frame.thumbnail else frame.gray
-        faces = [frame.to_pixels(d, width, height) for d in self.faces.detect(scanned) if d.score >= self.min_score]
-        bodies: list[Detection] = []
-        if self.bodies is not None and not frame.thumbnail:
-            bodies = [frame.to_pixels(d, width, height) for d in self.bodies.detect(frame.gray) if d.score >= self.min_score]
+        found = self.find(rgb, gray)
+        faces = [d for d in found.faces if d.score >= self.min_score]
+        bodies = [d for d in found.bodies if d.score >= self.min_score]
         grayscale = is_grayscale(rgb)
         persons = [self._face_person(face, gray, rgb, grayscale, scale) for face in faces]
         for body in bodies:
-            owner = next((i for i, f in enumerate(faces) if _face_in_body(f, body)), None)
-            if owner is not None and persons[owner].person_box is None:
+            owner = next((i for i, f in enumerate(faces) if _face_in_body(f, body) and persons[i].person_box is None), None)
+            if owner is not None:
                 persons[owner].person_box = _box(body, scale)
-            elif owner is None:
+            elif not any(_face_in_body(f, body) for f in faces):
                 persons.append(self._body_person(body, rgb, grayscale, scale))
         order = sorted(range(len(persons)), key=lambda i: _left(persons[i]))
-        return Analysis([persons[i] for i in order], len(faces), quality)
+        return Analysis([persons[i] for i in order], len(faces), quality, Evidence.of(found))
 
     def _face_person(self, face: Detection, gray: np.ndarray, rgb: np.ndarray, grayscale: bool, scale: float) -> Person:
         smiling, smile_conf = self._smiling(face, gray) if face.kind == "frontal" else (None, None)

@@ -51,6 +51,14 @@ class Detection:
         return Detection(self.x * factor, self.y * factor, self.w * factor, self.h * factor, self.score, self.kind)
 
 
+@dataclass(frozen=True)
+class Found:
+    """Face and body candidates in the pixels of the image they were searched in."""
+
+    faces: list[Detection]
+    bodies: list[Detection]
+
+
 def cascade_score(neighbors: int) -> float:
     return 1.0 - math.exp(-neighbors / 6.0)
 
@@ -73,6 +81,35 @@ def iou(a: Detection, b: Detection) -> float:
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
     union = a.w * a.h + b.w * b.h - inter
     return inter / union if union > 0 else 0.0
+
+
+def nms_boxes(boxes: np.ndarray, scores: np.ndarray, overlap: float, by_min: bool = False) -> np.ndarray:
+    """Indices kept by greedy NMS over (x1, y1, x2, y2) boxes; `by_min`: overlap over the smaller box."""
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(scores)[::-1]
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = w * h
+        denom = np.minimum(area[i], area[rest]) if by_min else area[i] + area[rest] - inter
+        order = rest[inter / denom <= overlap]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def nms(detections: list[Detection], overlap: float) -> list[Detection]:
+    """Greedy non-maximum suppression by IoU, strongest first."""
+    kept: list[Detection] = []
+    for det in sorted(detections, key=lambda d: d.score, reverse=True):
+        if all(iou(det, k) < overlap for k in kept):
+            kept.append(det)
+    return kept
 
 
 def suppress_duplicates(detections: list[Detection], overlap: float = 0.3) -> list[Detection]:

@@ -1,70 +1,114 @@
-"""The `cpu` labeler: OpenCV's shipped detectors, no weights to fetch, ~1 core per replica.
+"""The `cpu` labeler: CNN person and face detectors whose weights ship in registry packages, ~1 core per replica.
 
-Options (`LabelerOptions.extra`):
-- `min_score` (0.5): detections below this score are dropped (scores: detectors.py);
-- `detect_side` (320): longer side of the grey copy the detectors scan;
-- `scale_factor` (1.2): step between the cascades' pyramid levels;
-- `profile_scale` (0.75): the profile-face scan uses a copy this much smaller;
-- `detect_people` (true): also run the HOG full-body detector;
-- `threads` (1): OpenCV threads per replica (the replica asks Ray for 1 CPU).
+Options (`LabelerOptions.extra`, fields of `CpuOptions`): `detectors` ("cnn",
+the default, or "haar-hog", the first OpenCV-only set kept for comparison),
+`min_score`, `body_side`, `min_face`, `threads`; the haar-hog set also reads
+`detect_side`, `scale_factor`, `profile_scale`, `detect_people`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import cv2
+from pydantic import BaseModel, ConfigDict, Field
 
 from workers.images import DecodedImage
 from workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, LabelOutput, Throughput
-from workers.labelers.cpu.analyse import Analysis, ImageAnalyser
+from workers.labelers.cpu.analyse import Analysis, DetectorSet, HaarHogDetectors, ImageAnalyser
 from workers.labelers.cpu.caption import compose_caption
+from workers.labelers.cpu.weights import MTCNN_FILES, SSDLITE_PERSON
+from workers.records import ErrorKind
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
+
+DetectorSetName = Literal["cnn", "haar-hog"]
+
+
+class CpuOptions(BaseModel):
+    """The cpu labeler's settings, read from `LabelerOptions.extra` (strings from the command line are parsed)."""
+
+    model_config = ConfigDict(extra="ignore")
+    detectors: DetectorSetName = Field("cnn", description="cnn: SSDLite bodies + MTCNN faces; haar-hog: OpenCV cascades + HOG")
+    min_score: float = Field(0.5, description="detections below this score are not counted as persons")
+    body_side: int = Field(768, description="cnn: longer side of the copy scanned for small people (0: off)")
+    body_tiles: bool = Field(True, description="cnn: scan the small-people copy as 300 px tiles (false: one pass, lowest layers only: faster, fewer people found)")
+    min_face: float = Field(16.0, description="cnn: smallest face searched, in decoded pixels")
+    threads: int = Field(1, description="OpenCV and torch threads per replica (the replica asks Ray for 1 CPU)")
+    detect_side: int = Field(320, description="haar-hog: longer side of the grey copy the detectors scan")
+    scale_factor: float = Field(1.2, description="haar-hog: step between the cascades' pyramid levels")
+    profile_scale: float = Field(0.75, description="haar-hog: the profile-face scan uses a copy this much smaller")
+    detect_people: bool = Field(True, description="haar-hog: also run the HOG full-body detector")
 
 
 class CpuLabeler(Labeler):
     name = "cpu"
     decode_max_side = 1024
     # The `extra` keys this labeler reads: the gate routes these to its detector, the rest inward.
-    OPTION_KEYS = frozenset({"min_score", "detect_side", "profile_scale", "scale_factor", "detect_people", "threads"})
+    OPTION_KEYS = frozenset(CpuOptions.model_fields)
 
     def __init__(self, options: LabelerOptions | None = None) -> None:
         super().__init__(options)
-        extra = self.options.extra
-        self.min_score = float(extra.get("min_score", 0.5))
-        self.detect_side = int(extra.get("detect_side", 320))
-        self.profile_scale = float(extra.get("profile_scale", 0.75))
-        self.scale_factor = float(extra.get("scale_factor", 1.2))
-        self.detect_people = _flag(extra.get("detect_people", True))
-        self.threads = int(extra.get("threads", 1))
+        self.settings = CpuOptions.model_validate({k: v for k, v in self.options.extra.items() if k in self.OPTION_KEYS})
         self._analyser: Optional[ImageAnalyser] = None
 
+    @property
+    def min_score(self) -> float:
+        return self.settings.min_score
+
+    @property
+    def detect_side(self) -> int:
+        return self.settings.detect_side
+
     def identity(self) -> LabelerIdentity:
-        return LabelerIdentity(
-            version=f"cpu-{CODE_VERSION}/opencv-{cv2.__version__}/side-{self.detect_side}x{self.profile_scale:g}/step-{self.scale_factor:g}/min-{self.min_score:g}"
-        )
+        s = self.settings
+        if s.detectors == "haar-hog":
+            detail = f"haar-hog/opencv-{cv2.__version__}/side-{s.detect_side}x{s.profile_scale:g}/step-{s.scale_factor:g}"
+        else:
+            weights = "+".join(sorted({w.version() for w in (SSDLITE_PERSON, *MTCNN_FILES.values())}))
+            tiles = "-tiles" if s.body_tiles else ""
+            detail = f"cnn/{weights}/opencv-{cv2.__version__}/body-{s.body_side}{tiles}/face-{s.min_face:g}"
+        return LabelerIdentity(version=f"cpu-{CODE_VERSION}/{detail}/min-{s.min_score:g}")
 
     def throughput(self) -> Throughput:
-        return Throughput(14.8, "CPU core", "bench/cpu_labeler.py at detect_side=320: 14.8 images/s per core "
-                          "(docs/performance.md)")
+        if self.settings.detectors == "haar-hog":
+            return Throughput(13.0, "CPU core", "bench/cpu_labeler.py, Haar+HOG at 1024x768: ~77 ms per image per core "
+                              "(docs/performance.md)")
+        return Throughput(1.8, "CPU core", "bench/cpu_labeler.py, CNN detectors at 1024x768: ~553 ms per image per "
+                          "core (docs/performance.md)")
+
+    def _detectors(self) -> DetectorSet:
+        s = self.settings
+        if s.detectors == "haar-hog":
+            return HaarHogDetectors(s.detect_side, s.detect_people, scale_factor=s.scale_factor, profile_scale=s.profile_scale)
+        from workers.labelers.cpu.cnn import CnnDetectors  # torch is imported only when used
+
+        return CnnDetectors(body_side=s.body_side, min_face=s.min_face, body_tiles=s.body_tiles)
 
     def setup(self) -> None:
-        cv2.setNumThreads(self.threads)
-        self._analyser = ImageAnalyser(
-            self.min_score,
-            self.detect_side,
-            self.detect_people,
-            scale_factor=self.scale_factor,
-            profile_scale=self.profile_scale,
-        )
+        """Sets the process's OpenCV/torch threads, then loads the detectors (`load`)."""
+        cv2.setNumThreads(self.settings.threads)
+        if self.settings.detectors == "cnn":
+            import torch
+
+            torch.set_num_threads(self.settings.threads)
+        self.load()
+
+    def load(self) -> None:
+        """Loads the detectors: a missing or broken weight file fails here, as one line (DetectorUnavailable).
+
+        Touches no process-wide setting, so other threads may call it (the gate's
+        detector threads do: changing torch's thread count while another thread
+        runs torch deadlocks inside a Ray actor)."""
+        self._analyser = ImageAnalyser(self._detectors(), self.settings.min_score)
 
     def run_info(self) -> dict[str, Any]:
-        return {**super().run_info(), "min_score": self.min_score, "detect_side": self.detect_side}
+        s = self.settings
+        return {**super().run_info(), "detectors": s.detectors, "min_score": s.min_score}
 
     def analyse(self, image: DecodedImage) -> Analysis:
         if self._analyser is None:
@@ -80,17 +124,10 @@ class CpuLabeler(Labeler):
                 analysis = self.analyse(image)
             except Exception as exc:  # noqa: BLE001 - one bad image is one error row
                 log.warning("cpu labeler failed on %s: %s", image.uri, exc)
-                outputs.append(LabelOutput.failed("label_error", f"{type(exc).__name__}: {exc}"))
+                outputs.append(LabelOutput.failed(ErrorKind.LABEL_ERROR.value, f"{type(exc).__name__}: {exc}"))
                 continue
             outputs.append(analysis_output(analysis, (time.perf_counter() - started) * 1000.0))
         return outputs
-
-
-def _flag(value: Any) -> bool:
-    """A boolean option that may arrive as text from the command line."""
-    if isinstance(value, str):
-        return value.strip().lower() not in ("0", "false", "no", "off", "")
-    return bool(value)
 
 
 def analysis_output(analysis: Analysis, label_ms: Optional[float] = None) -> LabelOutput:

