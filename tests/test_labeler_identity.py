@@ -58,7 +58,7 @@ def test_identity_is_a_declared_part_of_the_interface(tiny_llava_dir: Path, tmp_
         assert identity.schema_version == SCHEMA_VERSION
         assert identity in labeler.current_identities()
     gate = create_labeler("gate", humanvlm)
-    assert {i.version for i in gate.current_identities()} == {gate.version, gate.detector.version, gate.inner.version}
+    assert {i.version for i in gate.current_identities()} == {gate.version, gate.gated_version, gate.inner.version}
 
 
 def _humanvlm(model: str, cache: Path, **extra) -> Labeler:
@@ -169,10 +169,12 @@ def test_dry_run_estimate_comes_from_the_labeler(tiny_llava_dir: Path, tmp_path:
     assert found.hours == pytest.approx(36_000 / rate.images_per_second / 3600)
     # Behind the gate only the share that passes reaches HumanVLM (the detector cores bound it too).
     gate = create_labeler("gate", options.model_copy(update={"extra": {**options.extra, "gate_pass_rate": 0.25,
-                                                                         "gate_workers": 8}}))
+                                                                         "gate_workers": 32}}))
     assert gate.throughput().images_per_second == pytest.approx(rate.images_per_second / 0.25)
     assert "pass rate 25%" in estimate_row(gate, 1000)[1]
     assert estimate(humanvlm, 3600, override_rate=2.0).hours == pytest.approx(0.5)
     assert "--gpu-rate" in estimate_row(humanvlm, 3600, 2.0)[1]
-    cpu = estimate(create_labeler("cpu"), 14_800 * 3600)
-    assert cpu.rate.accelerator == "CPU core" and cpu.hours == pytest.approx(1000)
+    cpu_labeler = create_labeler("cpu")
+    cpu = estimate(cpu_labeler, 3600 * 1000)
+    assert cpu.rate.accelerator == "CPU core" and "bench/cpu_labeler.py" in cpu.rate.source
+    assert cpu.hours == pytest.approx(1000 / cpu_labeler.throughput().images_per_second)
