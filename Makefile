@@ -43,7 +43,7 @@ system-deps:
 	fi
 
 demo: $(VENV)/.stamp-base
-	$(BIN)/python -m workers.devset $(DEMO_DIR)/photos --demo
+	$(BIN)/python -m humantag.workers.devset $(DEMO_DIR)/photos --demo
 	$(BIN)/humantag run $(DEMO_DIR)/photos --out $(DEMO_DIR)/output
 	@echo
 	@echo "Labels: $(DEMO_DIR)/output/labels/*.parquet   Evaluate: $(BIN)/humantag eval $(DEMO_DIR)/output --labels tests/data/devset.jsonl"

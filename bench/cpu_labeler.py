@@ -29,9 +29,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from workers.devset import DEVSET_PHOTOS, PORTRAITS, write_devset
-from workers.images import DecodedImage, decode_image
-from workers.labelers import LabelerOptions, create_labeler
+from humantag.workers.devset import DEVSET_PHOTOS, PORTRAITS, write_devset
+from humantag.workers.images import DecodedImage, decode_image
+from humantag.workers.labelers import LabelerOptions, create_labeler
 
 H100_IMAGES_PER_S = 74.0  # HumanVLM ceiling on one H100 (issue 4)
 SIZE = (1024, 768)

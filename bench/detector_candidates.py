@@ -27,13 +27,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from flows.evaluation import evaluate
-from workers.devset import make_scene
-from workers.images import DecodedImage, decode_image
-from workers.labelers import LabelerOptions
-from workers.labelers.cpu.analyse import Analysis
-from workers.labelers.cpu.detectors import Detection, iou
-from workers.labelers.cpu.labeler import CpuLabeler, analysis_output
+from humantag.flows.evaluation import evaluate
+from humantag.workers.devset import make_scene
+from humantag.workers.images import DecodedImage, decode_image
+from humantag.workers.labelers import LabelerOptions
+from humantag.workers.labelers.cpu.analyse import Analysis
+from humantag.workers.labelers.cpu.detectors import Detection, iou
+from humantag.workers.labelers.cpu.labeler import CpuLabeler, analysis_output
 
 log = logging.getLogger("bench.detector_candidates")
 

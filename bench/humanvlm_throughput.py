@@ -36,10 +36,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workers.images import DecodedImage  # noqa: E402
-from workers.labelers import LabelerOptions, LabelOutput, create_labeler  # noqa: E402
-from workers.labelers.humanvlm import HumanVLMLabeler, cost, generation, prompts  # noqa: E402
-from workers.labelers.humanvlm.schema import describe_fields  # noqa: E402
+from humantag.workers.images import DecodedImage  # noqa: E402
+from humantag.workers.labelers import LabelerOptions, LabelOutput, create_labeler  # noqa: E402
+from humantag.workers.labelers.humanvlm import HumanVLMLabeler, cost, generation, prompts  # noqa: E402
+from humantag.workers.labelers.humanvlm.schema import describe_fields  # noqa: E402
 
 log = logging.getLogger("bench.humanvlm")
 TINY_IMAGE_SIZE = 216  # / patch 8 = 27 x 27 = 729 image tokens, as SigLIP at 384 px / patch 14
@@ -156,7 +156,7 @@ def measure(lab: HumanVLMLabeler, path: Callable[..., list[LabelOutput]], all_im
 def tiny_variants(tmp: Path) -> list[tuple[str, str]]:
     """(name, checkpoint dir): the tests' tokenizer, and one whose text costs about what Llama-3's does."""
     from tests.fixtures.tiny_llava import build_tiny_llava
-    from workers.labelers.humanvlm.schema import SchemaSpec
+    from humantag.workers.labelers.humanvlm.schema import SchemaSpec
 
     corpus = (prompts.SYSTEM, prompts.CAPTION_INSTRUCTION, prompts.ATTRIBUTES_INSTRUCTION,
               describe_fields(SchemaSpec(sensitive_attributes=True)))

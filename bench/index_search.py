@@ -42,14 +42,14 @@ sys.path.insert(0, str(REPO))
 
 import fsspec  # noqa: E402
 
-from indexers.documents import document_id, row_to_document  # noqa: E402
-from indexers.layout import OutputLayout  # noqa: E402
-from indexers.opensearch.aliases import IndexNames, ensure_index  # noqa: E402
-from indexers.opensearch.settings import OpenSearchSettings  # noqa: E402
-from indexers.opensearch.sync import sync_index  # noqa: E402
-from indexers.parquet_sink import write_shard  # noqa: E402
-from workers.attributes import Box, Person, Scene, literal_values, PersonAttributes  # noqa: E402
-from workers.records import LabeledImage  # noqa: E402
+from humantag.indexers.documents import document_id, row_to_document  # noqa: E402
+from humantag.indexers.layout import OutputLayout  # noqa: E402
+from humantag.indexers.opensearch.aliases import IndexNames, ensure_index  # noqa: E402
+from humantag.indexers.opensearch.settings import OpenSearchSettings  # noqa: E402
+from humantag.indexers.opensearch.sync import sync_index  # noqa: E402
+from humantag.indexers.parquet_sink import write_shard  # noqa: E402
+from humantag.workers.attributes import Box, Person, Scene, literal_values, PersonAttributes  # noqa: E402
+from humantag.workers.records import LabeledImage  # noqa: E402
 
 SHARD = 256
 CAPTIONS = [
@@ -153,8 +153,8 @@ def _percentiles(timings: list[float]) -> tuple[float, float]:
 
 
 def latency(url: str, docs: int, queries: int) -> None:
-    from indexers.search.backends import open_backend
-    from indexers.search.model import SearchRequest, parse_where
+    from humantag.indexers.search.backends import open_backend
+    from humantag.indexers.search.model import SearchRequest, parse_where
 
     rows = synthetic_rows(docs, seed=2)
     settings = OpenSearchSettings(urls=url, index=f"bench-search-{os.getpid()}")
@@ -193,8 +193,8 @@ def latency(url: str, docs: int, queries: int) -> None:
 
 
 def _requests(queries: int) -> list:
-    from indexers.search.model import SearchRequest, parse_where
-    from indexers.search.plain import interpret
+    from humantag.indexers.search.model import SearchRequest, parse_where
+    from humantag.indexers.search.plain import interpret
 
     rng = random.Random(3)
     where_choices = [
@@ -220,9 +220,9 @@ def _requests(queries: int) -> list:
 
 
 def embedded(sizes: list[int], queries: int, baseline_queries: int) -> None:
-    from indexers.search.backends import open_backend
-    from indexers.search.embedded_backend import EmbeddedSearchBackend
-    from indexers.search.parquet_backend import ParquetSearchBackend
+    from humantag.indexers.search.backends import open_backend
+    from humantag.indexers.search.embedded_backend import EmbeddedSearchBackend
+    from humantag.indexers.search.parquet_backend import ParquetSearchBackend
 
     requests = _requests(queries)
     print(f"{'images':>10} {'engine':34} {'searches':>8} {'p50 ms':>9} {'p95 ms':>9}")

@@ -40,10 +40,10 @@ if mode == "boto3":
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
         count += len(page.get("Contents", []))
 else:
-    from flows.listing import SourceSpec, iter_source
-    from flows.plan import build_plan
-    from indexers.layout import OutputLayout
-    from workers.storage import StorageOptions, filesystem
+    from humantag.flows.listing import SourceSpec, iter_source
+    from humantag.flows.plan import build_plan
+    from humantag.indexers.layout import OutputLayout
+    from humantag.workers.storage import StorageOptions, filesystem
     fs, root = filesystem(out)
     plan = build_plan(iter_source(SourceSpec(url=url), StorageOptions.from_env(), workers=workers), fs,
                       OutputLayout(root), "bench", url, 256)

@@ -27,13 +27,13 @@ sys.path.insert(0, str(REPO))
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from flows.incremental import build_full_plan  # noqa: E402
-from flows.listing import SourceSpec  # noqa: E402
-from indexers.layout import OutputLayout  # noqa: E402
-from indexers.ledger import live_rows_sql  # noqa: E402
-from workers.loader import SourceObject  # noqa: E402
-from workers.records import LabeledImage, records_to_table  # noqa: E402
-from workers.storage import filesystem  # noqa: E402
+from humantag.flows.incremental import build_full_plan  # noqa: E402
+from humantag.flows.listing import SourceSpec  # noqa: E402
+from humantag.indexers.layout import OutputLayout  # noqa: E402
+from humantag.indexers.ledger import live_rows_sql  # noqa: E402
+from humantag.workers.loader import SourceObject  # noqa: E402
+from humantag.workers.records import LabeledImage, records_to_table  # noqa: E402
+from humantag.workers.storage import filesystem  # noqa: E402
 
 
 def make_output(root: Path, objects: list[SourceObject], shard_size: int) -> None:

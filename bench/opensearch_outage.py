@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from flows import progress  # noqa: E402
+from humantag.flows import progress  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -66,10 +66,10 @@ class StopAfter(progress.NoProgress):
 
 
 def one_run(mode: str, src: Path, work: Path, shard_size: int) -> dict[str, Any]:
-    from flows.config import RunConfig
-    from flows.label_archive import run_label_archive
-    from flows.listing import SourceSpec
-    from indexers.opensearch.settings import OpenSearchSettings
+    from humantag.flows.config import RunConfig
+    from humantag.flows.label_archive import run_label_archive
+    from humantag.flows.listing import SourceSpec
+    from humantag.indexers.opensearch.settings import OpenSearchSettings
 
     server = None
     settings = None
@@ -110,7 +110,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
 
-    from flows.ray_runtime import ensure_ray
+    from humantag.flows.ray_runtime import ensure_ray
 
     work = Path(args.dir)
     src = work / "src"

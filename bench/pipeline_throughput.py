@@ -80,13 +80,13 @@ def plain_pool(paths: list[Path], workers: int) -> float:
 def run_pipeline(src: Path, dest: Path, shard_size: int, replicas: int, shard_concurrency: int) -> dict:
     import datetime as dt
 
-    from flows.config import PoolConfig, RunConfig
-    from flows.label_archive import run_label_archive
-    from flows.listing import SourceSpec
-    from flows.shard_runner import load_markers
-    from indexers.layout import OutputLayout
-    from workers.labelers import LabelerOptions
-    from workers.storage import filesystem
+    from humantag.flows.config import PoolConfig, RunConfig
+    from humantag.flows.label_archive import run_label_archive
+    from humantag.flows.listing import SourceSpec
+    from humantag.flows.shard_runner import load_markers
+    from humantag.indexers.layout import OutputLayout
+    from humantag.workers.labelers import LabelerOptions
+    from humantag.workers.storage import filesystem
 
     shutil.rmtree(dest, ignore_errors=True)
     config = RunConfig(
@@ -113,15 +113,15 @@ def plain_shard_loop(src: Path, dest: Path, shard_size: int, replicas: int, shar
     """The same shards and pool, driven by plain threads instead of Prefect tasks."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from flows.config import PoolConfig, RunConfig
-    from flows.label_archive import plan_run
-    from flows.listing import SourceSpec
-    from flows.shard_runner import run_shard
-    from indexers.layout import OutputLayout
-    from workers.actors import LabelerPool
-    from workers.labelers import LabelerOptions, create_labeler
-    from workers.labelers.base import Placement
-    from workers.storage import filesystem
+    from humantag.flows.config import PoolConfig, RunConfig
+    from humantag.flows.label_archive import plan_run
+    from humantag.flows.listing import SourceSpec
+    from humantag.flows.shard_runner import run_shard
+    from humantag.indexers.layout import OutputLayout
+    from humantag.workers.actors import LabelerPool
+    from humantag.workers.labelers import LabelerOptions, create_labeler
+    from humantag.workers.labelers.base import Placement
+    from humantag.workers.storage import filesystem
 
     shutil.rmtree(dest, ignore_errors=True)
     config = RunConfig(
@@ -184,7 +184,7 @@ def main() -> None:
     print(f"images: {len(paths)} JPEGs 1024x768 in {src} (ready in {time.perf_counter() - t0:.0f}s)")
     cores = os.cpu_count() or 1
 
-    from flows.ray_runtime import ensure_ray
+    from humantag.flows.ray_runtime import ensure_ray
 
     ensure_ray()
     plain_loop(paths[:64])  # warm the page cache

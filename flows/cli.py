@@ -14,18 +14,18 @@ from typing import Optional
 
 import typer
 
-from flows import interrupts
-from flows.errors import UserError, format_failure
-from flows.runtime import apply_default_environment, configure_terminal_logging, terminal_is_verbose
+from humantag.flows import interrupts
+from humantag.flows.errors import UserError, format_failure
+from humantag.flows.runtime import apply_default_environment, configure_terminal_logging, terminal_is_verbose
 
 COMMAND_MODULES = [
-    "flows.commands.run",  # run, backfill
-    "flows.commands.eval",
-    "flows.commands.deploy",  # deploy nightly
-    "flows.commands.index",
-    "flows.commands.serve",
-    "flows.commands.search",
-    "flows.commands.doctor",
+    "humantag.flows.commands.run",  # run, backfill
+    "humantag.flows.commands.eval",
+    "humantag.flows.commands.deploy",  # deploy nightly
+    "humantag.flows.commands.index",
+    "humantag.flows.commands.serve",
+    "humantag.flows.commands.search",
+    "humantag.flows.commands.doctor",
 ]
 
 app = typer.Typer(

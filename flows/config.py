@@ -18,13 +18,13 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flows.listing import SourceSpec
-from flows.options import Option, options_of
-from indexers.opensearch.settings import OpenSearchSettings
-from workers.labelers import is_known_labeler, labeler_names
-from workers.labelers.base import LabelerOptions
-from workers.loader import DecodeOptions
-from workers.storage import StorageOptions, protocol_of
+from humantag.flows.listing import SourceSpec
+from humantag.flows.options import Option, options_of
+from humantag.indexers.opensearch.settings import OpenSearchSettings
+from humantag.workers.labelers import is_known_labeler, labeler_names
+from humantag.workers.labelers.base import LabelerOptions
+from humantag.workers.loader import DecodeOptions
+from humantag.workers.storage import StorageOptions, protocol_of
 
 
 class RunMode(str, enum.Enum):

@@ -11,9 +11,9 @@ from uuid import UUID
 
 from croniter import croniter
 
-from flows.config import RunConfig, run_options
-from flows.options import dump_without_secrets
-from flows.errors import UserError
+from humantag.flows.config import RunConfig, run_options
+from humantag.flows.options import dump_without_secrets
+from humantag.flows.errors import UserError
 
 log = logging.getLogger(__name__)
 

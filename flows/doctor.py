@@ -25,11 +25,11 @@ import fsspec
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.shard_runner import shard_stats
-from indexers.layout import OutputLayout, is_temp_file
-from indexers.ledger import label_files, rewrite_shard, superseded_rows
-from workers.records import LabeledImage
-from workers.storage import write_bytes_atomic
+from humantag.flows.shard_runner import shard_stats
+from humantag.indexers.layout import OutputLayout, is_temp_file
+from humantag.indexers.ledger import label_files, rewrite_shard, superseded_rows
+from humantag.workers.records import LabeledImage
+from humantag.workers.storage import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ def root_causes(exc: Optional[BaseException]) -> list[BaseException]:
 
 def describe_cause(exc: Optional[BaseException]) -> str:
     """One line for the most telling exception in `exc`'s chain."""
-    from workers.storage import DestinationFull, StorageAccessDenied, StorageUnavailable
+    from humantag.workers.storage import DestinationFull, StorageAccessDenied, StorageUnavailable
 
     chain = root_causes(exc)
     for item in chain:  # ours first: they were written to be read

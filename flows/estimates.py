@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from workers.labelers.base import Labeler, Throughput
+from humantag.workers.labelers.base import Labeler, Throughput
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from workers.storage import StorageOptions, filesystem
+from humantag.workers.storage import StorageOptions, filesystem
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def load_labels(path: str | Path) -> dict[str, dict[str, Any]]:
 
 def load_predictions(pred_dir: str, storage: StorageOptions | None = None) -> dict[str, dict[str, Any]]:
     """The live rows (indexers.ledger) of PRED_DIR/labels/**/*.parquet by image file name."""
-    from indexers.ledger import live_rows
+    from humantag.indexers.ledger import live_rows
 
     fs, root = filesystem(pred_dir, storage)
     files = sorted(fs.glob(posixpath.join(root, "labels", "**", "*.parquet")))

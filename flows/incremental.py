@@ -29,14 +29,14 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from flows.listing import SourceSpec
-from flows.plan import LISTING_SCHEMA, PlanCounts, PlannedObject, RunPlan, build_plan, write_plan
-from indexers.layout import OutputLayout
-from indexers.ledger import current_rows_sql, ledger_dataset, live_rows_sql
-from workers.loader import SourceObject
-from workers.labelers.base import LabelerIdentity
-from workers.records import RETRYABLE_ERROR_KINDS
-from workers.storage import filesystem, protocol_of
+from humantag.flows.listing import SourceSpec
+from humantag.flows.plan import LISTING_SCHEMA, PlanCounts, PlannedObject, RunPlan, build_plan, write_plan
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.ledger import current_rows_sql, ledger_dataset, live_rows_sql
+from humantag.workers.loader import SourceObject
+from humantag.workers.labelers.base import LabelerIdentity
+from humantag.workers.records import RETRYABLE_ERROR_KINDS
+from humantag.workers.storage import filesystem, protocol_of
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def build_incremental_plan(
     counts = PlanCounts()
     ledger = ledger_dataset(*(ledger_at or (fs, layout)))
     if ledger is None:
-        from workers.records import ARROW_SCHEMA
+        from humantag.workers.records import ARROW_SCHEMA
 
         ledger = ds.dataset(ARROW_SCHEMA.empty_table())
     with _listing_and_ledger(objects, ledger) as (con, listed):

@@ -21,12 +21,12 @@ from typing import Optional
 import fsspec
 from prefect import flow
 
-from indexers.layout import OutputLayout
-from indexers.opensearch.aliases import IndexNames, ensure_index
-from indexers.opensearch.bulk import describe_unavailable
-from indexers.opensearch.settings import OpenSearchSettings
-from indexers.opensearch.sync import IndexReport, index_into, rebuild_index, sync_index
-from workers.storage import StorageOptions, filesystem
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.opensearch.aliases import IndexNames, ensure_index
+from humantag.indexers.opensearch.bulk import describe_unavailable
+from humantag.indexers.opensearch.settings import OpenSearchSettings
+from humantag.indexers.opensearch.sync import IndexReport, index_into, rebuild_index, sync_index
+from humantag.workers.storage import StorageOptions, filesystem
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class ShardIndexing:
 def reindex(dest: str, opensearch: OpenSearchSettings, storage: StorageOptions, rebuild: bool = False,
             run_id: Optional[str] = None) -> IndexReport:
     """Parquet → OpenSearch: index what is pending, or (`rebuild`) fill a new index and swap the aliases."""
-    from flows import progress
+    from humantag.flows import progress
 
     fs, root = filesystem(dest, storage)
     layout = OutputLayout(root)

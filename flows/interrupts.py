@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Optional, TypeVar
 
-from flows import progress
+from humantag.flows import progress
 
 T = TypeVar("T")
 GRACE_S = 8.0  # for the flow to stop after the pool is killed, before the process exits anyway

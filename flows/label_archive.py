@@ -23,27 +23,27 @@ from prefect.cache_policies import NONE as NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
-from flows import progress
-from flows.config import RunConfig, RunMode, run_options
-from flows.errors import ShardsFailed, UserError
-from flows.listing import ListingReport, iter_source
-from flows.options import fill_secrets_from_env
-from flows.resources import cluster_nodes, fit_pool, pending_demand
-from flows.incremental import CurrentVersions, build_full_plan, build_incremental_plan, read_deleted
-from flows.indexing import ShardIndexing
-from flows.plan import RunPlan, ShardSpec, load_plan
-from flows.run_ids import resolve_run_id
-from flows.runtime import send_logs_to_prefect
-from flows.ray_runtime import ensure_ray
-from flows.shard_runner import ShardStats, load_markers, run_shard
-from indexers.layout import OutputLayout
-from indexers.opensearch.sync import IndexReport
-from workers.actors import LabelerPool
-from indexers.ledger import rewrite_shard
-from workers.labelers import Labeler, create_labeler
-from workers.loader import DecodeOptions
-from workers.records import SCHEMA_VERSION, utcnow
-from workers.storage import StorageUnavailable, classify_storage_error, filesystem, write_bytes_atomic
+from humantag.flows import progress
+from humantag.flows.config import RunConfig, RunMode, run_options
+from humantag.flows.errors import ShardsFailed, UserError
+from humantag.flows.listing import ListingReport, iter_source
+from humantag.flows.options import fill_secrets_from_env
+from humantag.flows.resources import cluster_nodes, fit_pool, pending_demand
+from humantag.flows.incremental import CurrentVersions, build_full_plan, build_incremental_plan, read_deleted
+from humantag.flows.indexing import ShardIndexing
+from humantag.flows.plan import RunPlan, ShardSpec, load_plan
+from humantag.flows.run_ids import resolve_run_id
+from humantag.flows.runtime import send_logs_to_prefect
+from humantag.flows.ray_runtime import ensure_ray
+from humantag.flows.shard_runner import ShardStats, load_markers, run_shard
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.opensearch.sync import IndexReport
+from humantag.workers.actors import LabelerPool
+from humantag.indexers.ledger import rewrite_shard
+from humantag.workers.labelers import Labeler, create_labeler
+from humantag.workers.loader import DecodeOptions
+from humantag.workers.records import SCHEMA_VERSION, utcnow
+from humantag.workers.storage import StorageUnavailable, classify_storage_error, filesystem, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def resolve_labeler(config: RunConfig) -> tuple[RunConfig, str]:
     """The labeler named in the configuration, or the one chosen for this cluster (Ray must be up)."""
     if config.labeler:
         return config, "chosen with --labeler"
-    from workers.labelers.default import choose_default_labeler
+    from humantag.workers.labelers.default import choose_default_labeler
 
     chosen, why = choose_default_labeler()
     return config.model_copy(update={"labeler": chosen}), why

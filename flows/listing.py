@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 from fsspec.asyn import sync
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.errors import UserError
-from workers.loader import SourceObject
-from workers.storage import StorageAccessDenied, StorageOptions, classify_storage_error, filesystem, protocol_of
+from humantag.flows.errors import UserError
+from humantag.workers.loader import SourceObject
+from humantag.workers.storage import StorageAccessDenied, StorageOptions, classify_storage_error, filesystem, protocol_of
 
 log = logging.getLogger(__name__)
 

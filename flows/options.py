@@ -30,7 +30,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from flows.errors import UserError
+from humantag.flows.errors import UserError
 
 ENV_PREFIX = "HUMANTAG_"
 Path = tuple[str, ...]

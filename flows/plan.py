@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
-from flows.listing import ListingReport
-from indexers.layout import OutputLayout
-from workers.loader import SourceObject
-from workers.records import utcnow
-from workers.storage import StorageOptions, raise_if_full, retrying, write_bytes_atomic
+from humantag.flows.listing import ListingReport
+from humantag.indexers.layout import OutputLayout
+from humantag.workers.loader import SourceObject
+from humantag.workers.records import utcnow
+from humantag.workers.storage import StorageOptions, raise_if_full, retrying, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import ray
 
-from flows.ray_reaper import tied_to_this_process
+from humantag.flows.ray_reaper import tied_to_this_process
 
 log = logging.getLogger(__name__)
 

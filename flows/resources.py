@@ -12,9 +12,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
-from flows.config import PoolConfig
-from flows.errors import UserError
-from workers.labelers.base import Placement
+from humantag.flows.config import PoolConfig
+from humantag.flows.errors import UserError
+from humantag.workers.labelers.base import Placement
 
 log = logging.getLogger("humantag.resources")
 

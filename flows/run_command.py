@@ -15,16 +15,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from flows import progress
-from flows.config import RunConfig
-from flows.errors import UserError
-from flows.estimates import estimate_row
-from flows.commands.run import RunOutput
-from flows.listing import iter_source
-from flows.resources import cluster_nodes, fit_pool, local_node
-from workers.labelers import create_labeler
-from workers.labelers.base import Placement
-from workers.storage import StorageAccessDenied, classify_storage_error, filesystem, write_bytes_atomic
+from humantag.flows import progress
+from humantag.flows.config import RunConfig
+from humantag.flows.errors import UserError
+from humantag.flows.estimates import estimate_row
+from humantag.flows.commands.run import RunOutput
+from humantag.flows.listing import iter_source
+from humantag.flows.resources import cluster_nodes, fit_pool, local_node
+from humantag.workers.labelers import create_labeler
+from humantag.workers.labelers.base import Placement
+from humantag.workers.storage import StorageAccessDenied, classify_storage_error, filesystem, write_bytes_atomic
 
 log = logging.getLogger("humantag.run")
 # Labels committed, search index behind: distinct from user errors (2) so schedulers can alert on it.
@@ -114,8 +114,8 @@ def prepare_run(config: RunConfig, dry_run: bool = False) -> tuple[RunConfig, st
         if config.pool.num_gpus if config.pool.num_gpus is not None else needs.num_gpus:
             return config, "chosen with --labeler", None  # GPUs: known once Ray is up; the flow checks them
         return config, "chosen with --labeler", fit_pool(config.pool, needs, local_node())
-    from flows.label_archive import resolve_labeler  # Prefect and Ray: imported once the cheap checks passed
-    from flows.ray_runtime import ensure_ray
+    from humantag.flows.label_archive import resolve_labeler  # Prefect and Ray: imported once the cheap checks passed
+    from humantag.flows.ray_runtime import ensure_ray
 
     ensure_ray(config.ray_address)
     config, why = resolve_labeler(config)
@@ -135,8 +135,8 @@ def execute_run(config: RunConfig, output: RunOutput) -> None:
         + (f"{config.pool.replicas} replica(s) × {placement.num_cpus:g} CPU" if placement else f"{config.pool.replicas} replica(s)")
         + (f" × {placement.num_gpus:g} GPU" if placement and placement.num_gpus else ""), highlight=False, soft_wrap=True)
 
-    from flows.interrupts import run_interruptible
-    from flows.label_archive import run_label_archive
+    from humantag.flows.interrupts import run_interruptible
+    from humantag.flows.label_archive import run_label_archive
 
     listener = RichProgress(console, output.progress)
     progress.set_listener(listener)
@@ -163,7 +163,7 @@ def print_dry_run(config: RunConfig, gpu_rate: Optional[float], console: Console
     """Plan into a scratch folder (DEST is not written) and say what a run would do."""
     import tempfile
 
-    from flows.label_archive import plan_run
+    from humantag.flows.label_archive import plan_run
 
     labeler = create_labeler(config.labeler, config.labeler_options)  # options only: no weights load
     with tempfile.TemporaryDirectory(prefix="humantag-dry-run-") as scratch:

@@ -13,8 +13,8 @@ import datetime as dt
 
 import fsspec
 
-from flows.config import RunConfig, RunMode
-from indexers.layout import OutputLayout
+from humantag.flows.config import RunConfig, RunMode
+from humantag.indexers.layout import OutputLayout
 
 
 def resolve_run_id(config: RunConfig, fs: fsspec.AbstractFileSystem, layout: OutputLayout) -> str:

@@ -13,10 +13,10 @@ import logging
 import os
 import sys
 
-from flows.errors import HideRunFailureLogs
+from humantag.flows.errors import HideRunFailureLogs
 
 # humantag's loggers: -v raises these, and only these (no HTTP request lines from libraries).
-OUR_LOGGERS = ("humantag", "flows", "workers", "indexers")
+OUR_LOGGERS = ("humantag",)  # every module logs under humantag.* (its import name)
 TERMINAL_HANDLER = "humantag-terminal"
 
 DEFAULT_ENV = {

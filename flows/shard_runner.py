@@ -19,15 +19,15 @@ import fsspec
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.config import RunConfig
-from flows.plan import ShardSpec, read_shard_rows
-from indexers.layout import OutputLayout
-from indexers.ledger import RowKey, rewrite_shard, row_key
-from indexers.parquet_sink import write_shard
-from workers.actors import LabelerPool
-from workers.loader import DecodeOptions, SourceObject, load_batch
-from workers.records import LabeledImage, utcnow
-from workers.storage import StorageOptions, write_bytes_atomic
+from humantag.flows.config import RunConfig
+from humantag.flows.plan import ShardSpec, read_shard_rows
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.ledger import RowKey, rewrite_shard, row_key
+from humantag.indexers.parquet_sink import write_shard
+from humantag.workers.actors import LabelerPool
+from humantag.workers.loader import DecodeOptions, SourceObject, load_batch
+from humantag.workers.records import LabeledImage, utcnow
+from humantag.workers.storage import StorageOptions, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

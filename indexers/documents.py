@@ -51,7 +51,7 @@ PERSON_TAGS = "person_tags"
 @lru_cache(maxsize=1)
 def _tag_fields() -> tuple[str, ...]:
     """Person fields that become tags: every enumeration and yes/no attribute of the schema."""
-    from indexers.fields import all_fields
+    from humantag.indexers.fields import all_fields
 
     return tuple(s.column for s in all_fields().values() if s.nested and (s.values or s.kind == "bool"))
 

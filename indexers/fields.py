@@ -18,7 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from workers.records import LabeledImage
+from humantag.workers.records import LabeledImage
 
 FieldKind = Literal["keyword", "text", "bool", "int", "float", "date"]
 

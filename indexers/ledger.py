@@ -27,9 +27,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from indexers.layout import OutputLayout
-from workers.records import ARROW_SCHEMA
-from workers.storage import write_bytes_atomic
+from humantag.indexers.layout import OutputLayout
+from humantag.workers.records import ARROW_SCHEMA
+from humantag.workers.storage import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

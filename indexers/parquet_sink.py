@@ -7,8 +7,8 @@ import io
 import fsspec
 import pyarrow.parquet as pq
 
-from workers.records import LabeledImage, records_to_table
-from workers.storage import write_bytes_atomic
+from humantag.workers.records import LabeledImage, records_to_table
+from humantag.workers.storage import write_bytes_atomic
 
 
 def write_shard(fs: fsspec.AbstractFileSystem, path: str, rows: list[LabeledImage]) -> int:

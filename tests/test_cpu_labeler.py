@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from tests.fixtures.devset import DEVSET_LABELS, label_files
-from workers.actors import LabelerReplica
-from workers.attributes import Color
-from workers.images import DecodedImage
-from workers.labelers import LabelerOptions, create_labeler, labeler_names
-from workers.labelers.cpu.color import dominant_color
-from workers.labelers.cpu.detectors import cascade_score, hog_score
-from workers.labelers.cpu.quality import measure_quality
+from humantag.workers.actors import LabelerReplica
+from humantag.workers.attributes import Color
+from humantag.workers.images import DecodedImage
+from humantag.workers.labelers import LabelerOptions, create_labeler, labeler_names
+from humantag.workers.labelers.cpu.color import dominant_color
+from humantag.workers.labelers.cpu.detectors import cascade_score, hog_score
+from humantag.workers.labelers.cpu.quality import measure_quality
 
 LABELS = {json.loads(line)["image"]: json.loads(line) for line in DEVSET_LABELS.read_text().splitlines() if line}
 

@@ -11,13 +11,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from indexers.documents import PERSON_TAGS, person_tags, row_to_document
-from indexers.fields import all_fields
-from indexers.layout import OutputLayout
-from indexers.opensearch.mapping import index_mappings
-from indexers.opensearch.sync import sync_index
+from humantag.indexers.documents import PERSON_TAGS, person_tags, row_to_document
+from humantag.indexers.fields import all_fields
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.opensearch.mapping import index_mappings
+from humantag.indexers.opensearch.sync import sync_index
 from tests.test_search import dataset, write_dest
-from workers.storage import filesystem
+from humantag.workers.storage import filesystem
 
 SAVED_OBJECTS = Path(__file__).resolve().parents[1] / "infra" / "dashboards" / "humantag.ndjson"
 AGGREGATABLE = {"keyword", "long", "integer", "float", "date", "boolean"}
@@ -97,7 +97,7 @@ def test_person_tags_aggregate_in_opensearch(search_index, tmp_path) -> None:
 def test_an_index_made_before_person_tags_takes_them(search_index, tmp_path) -> None:
     """An index created by an older humantag (no person_tags in its strict mapping) gets the field on the
     next sync instead of rejecting every document."""
-    from indexers.opensearch.aliases import IndexNames, swap_aliases
+    from humantag.indexers.opensearch.aliases import IndexNames, swap_aliases
 
     client = search_index.client()
     names = IndexNames(search_index.settings.index)

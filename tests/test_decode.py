@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.bad_inputs import write_bad_corpus
-from workers.loader import DecodeOptions, SourceObject, load_one
-from workers.storage import StorageOptions
+from humantag.workers.loader import DecodeOptions, SourceObject, load_one
+from humantag.workers.storage import StorageOptions
 
 CORPUS_DIR: Path | None = None
 

@@ -8,11 +8,11 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from flows.cli import main
-from flows.evaluation import evaluate, load_labels, load_predictions
+from humantag.flows.cli import main
+from humantag.flows.evaluation import evaluate, load_labels, load_predictions
 from tests.fixtures.devset import DEVSET_LABELS, decode_files
-from workers.labelers import LabelerOptions
-from workers.records import records_to_table
+from humantag.workers.labelers import LabelerOptions
+from humantag.workers.records import records_to_table
 
 
 def _row(name: str, people: int, boxes: list[tuple[int, int, int, int]], **person) -> dict:
@@ -85,7 +85,7 @@ def _run_cli(args: list[str], monkeypatch) -> int:
 def test_cpu_labeler_on_the_devset_through_ray_then_eval(ray_local, devset_photos, tmp_path, monkeypatch, capsys) -> None:
     import ray
 
-    from workers.actors import LabelerActor
+    from humantag.workers.actors import LabelerActor
 
     actor = LabelerActor.options(num_cpus=1).remote("cpu", LabelerOptions())
     try:
@@ -116,7 +116,7 @@ def test_cpu_labeler_on_the_devset_through_ray_then_eval(ray_local, devset_photo
 
 
 def test_eval_on_lfw_crops(lfw_devset, tmp_path, monkeypatch) -> None:
-    from workers.actors import LabelerReplica
+    from humantag.workers.actors import LabelerReplica
 
     paths, labels = lfw_devset
     replica = LabelerReplica("cpu", LabelerOptions())

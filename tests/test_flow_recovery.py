@@ -6,11 +6,11 @@ import pyarrow.dataset as ds
 import pytest
 import ray
 
-from flows.config import PoolConfig, RunConfig
-from flows.label_archive import is_infrastructure_error, plan_run, run_label_archive
-from flows.listing import SourceSpec
-from workers.labelers import LabelerOptions
-from workers.storage import StorageUnavailable
+from humantag.flows.config import PoolConfig, RunConfig
+from humantag.flows.label_archive import is_infrastructure_error, plan_run, run_label_archive
+from humantag.flows.listing import SourceSpec
+from humantag.workers.labelers import LabelerOptions
+from humantag.workers.storage import StorageUnavailable
 
 pytestmark = pytest.mark.slow
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.devset import label_files
-from workers.actors import LabelerReplica
-from workers.attributes import Box, Person
-from workers.images import DecodedImage
-from workers.labelers import REGISTRY, LabelerOptions, LabelOutput, create_labeler
-from workers.labelers.base import Labeler, LabelerIdentity
-from workers.labelers.gate import DEFAULT_THRESHOLD, attach_boxes
+from humantag.workers.actors import LabelerReplica
+from humantag.workers.attributes import Box, Person
+from humantag.workers.images import DecodedImage
+from humantag.workers.labelers import REGISTRY, LabelerOptions, LabelOutput, create_labeler
+from humantag.workers.labelers.base import Labeler, LabelerIdentity
+from humantag.workers.labelers.gate import DEFAULT_THRESHOLD, attach_boxes
 
 PORTRAITS = {"astronaut.png", "camera.png", "grace_hopper.jpg"}
 
@@ -119,7 +119,7 @@ def test_attach_boxes_by_overlap_then_left_to_right() -> None:
 def test_default_labeler_without_gpu(ray_local) -> None:
     import ray
 
-    from workers.labelers.default import choose_default_labeler
+    from humantag.workers.labelers.default import choose_default_labeler
 
     assert ray.cluster_resources().get("GPU", 0) == 0
     name, reason = choose_default_labeler()

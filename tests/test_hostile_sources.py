@@ -24,17 +24,17 @@ import pyarrow.dataset as ds
 import pytest
 from PIL import Image
 
-from flows.config import RunConfig
-from flows.errors import ShardsFailed, format_failure
-from flows.label_archive import run_label_archive
-from flows.listing import SourceSpec
-from indexers.documents import document_id
-from indexers.layout import OutputLayout
-from indexers.parquet_sink import write_shard
-from workers.labelers import LabelerOptions
-from workers.records import ErrorKind, LabeledImage, utcnow
-from workers.reads import UnreadableObject, with_timeout
-from workers.storage import DestinationFull, StorageOptions, StorageUnavailable, filesystem, write_bytes_atomic
+from humantag.flows.config import RunConfig
+from humantag.flows.errors import ShardsFailed, format_failure
+from humantag.flows.label_archive import run_label_archive
+from humantag.flows.listing import SourceSpec
+from humantag.indexers.documents import document_id
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.parquet_sink import write_shard
+from humantag.workers.labelers import LabelerOptions
+from humantag.workers.records import ErrorKind, LabeledImage, utcnow
+from humantag.workers.reads import UnreadableObject, with_timeout
+from humantag.workers.storage import DestinationFull, StorageOptions, StorageUnavailable, filesystem, write_bytes_atomic
 from tests.fixtures.cli import REPO, cli_env, run_cli
 from tests.fixtures.s3 import S3Server, free_port
 
@@ -118,7 +118,7 @@ def test_reads_time_out_and_failures_are_one_line_per_cause() -> None:
 
     from botocore.exceptions import EndpointConnectionError
 
-    from flows.label_archive import is_infrastructure_error
+    from humantag.flows.label_archive import is_infrastructure_error
 
     lost = RuntimeError("reading the manifest failed")
     lost.__cause__ = EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
@@ -141,8 +141,8 @@ def test_reads_time_out_and_failures_are_one_line_per_cause() -> None:
 def test_serve_answers_healthz_while_fifo_thumbnails_are_asked(tmp_path: Path) -> None:
     import uvicorn
 
-    from indexers.search.backends import open_backend
-    from indexers.web import create_app
+    from humantag.indexers.search.backends import open_backend
+    from humantag.indexers.web import create_app
 
     photos, root = tmp_path / "photos", tmp_path / "dest"
     photos.mkdir()
@@ -185,7 +185,7 @@ def test_serve_answers_healthz_while_fifo_thumbnails_are_asked(tmp_path: Path) -
 @pytest.mark.slow
 def test_s3_outage_of_20s_mid_run_is_ridden_out_and_odd_keys_are_keys(tmp_path: Path, ray_local: None,
                                                                       s3_server: S3Server) -> None:
-    from flows import progress
+    from humantag.flows import progress
 
     bucket = s3_server.new_bucket("outage")
     client = s3_server.client()
@@ -302,7 +302,7 @@ def test_processes_started_for_ray_end_when_the_driver_is_killed(tmp_path: Path)
 
 @pytest.mark.slow
 def test_an_index_holding_the_alias_name_is_reported_as_a_clash(tmp_path: Path, search_index) -> None:
-    from indexers.opensearch.sync import sync_index
+    from humantag.indexers.opensearch.sync import sync_index
 
     search_index.client().indices.create(index=search_index.name)  # a concrete index where the read alias goes
     try:
@@ -322,8 +322,8 @@ def test_an_index_holding_the_alias_name_is_reported_as_a_clash(tmp_path: Path, 
 def test_opensearch_lost_mid_run_opens_the_breaker_and_the_end_sync_reports_pending(tmp_path: Path) -> None:
     from osmem_server import OsmemServer
 
-    from flows.indexing import ShardIndexing
-    from indexers.opensearch.settings import OpenSearchSettings
+    from humantag.flows.indexing import ShardIndexing
+    from humantag.indexers.opensearch.settings import OpenSearchSettings
 
     fs, root = filesystem(str(tmp_path / "out"))
     layout = OutputLayout(root)

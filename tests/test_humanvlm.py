@@ -13,13 +13,13 @@ import torch
 import xgrammar as xgr
 from pydantic import ValidationError
 
-from workers.actors import LabelerPool, LabelerReplica
-from workers.attributes import SENSITIVE_PERSON_FIELDS, Person
-from workers.images import DecodedImage
-from workers.labelers import LabelerOptions, create_labeler
-from workers.labelers.humanvlm import HumanVLMLabeler, generation
-from workers.labelers.humanvlm.schema import SEPARATORS, SchemaSpec, _longest_instance, person_schema, token_bound
-from workers.records import records_to_table, table_to_records
+from humantag.workers.actors import LabelerPool, LabelerReplica
+from humantag.workers.attributes import SENSITIVE_PERSON_FIELDS, Person
+from humantag.workers.images import DecodedImage
+from humantag.workers.labelers import LabelerOptions, create_labeler
+from humantag.workers.labelers.humanvlm import HumanVLMLabeler, generation
+from humantag.workers.labelers.humanvlm.schema import SEPARATORS, SchemaSpec, _longest_instance, person_schema, token_bound
+from humantag.workers.records import records_to_table, table_to_records
 
 SIZES = [(20, 30), (64, 48), (33, 33)]  # (h, w): mixed sizes in one batch
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.images import DecodedImage
-from workers.labelers import LabelerOptions, create_labeler
-from workers.labelers.humanvlm import loading
+from humantag.workers.images import DecodedImage
+from humantag.workers.labelers import LabelerOptions, create_labeler
+from humantag.workers.labelers.humanvlm import loading
 
 
 def _label_one(model: str, cache: Path) -> tuple[str, str | None]:

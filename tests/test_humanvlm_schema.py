@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from workers.attributes import ENUMERATED_PERSON_FIELDS, SENSITIVE_PERSON_FIELDS, Person, Scene
-from workers.labelers.humanvlm.confidence import TokenProbabilities, confidences, value_spans
-from workers.labelers.humanvlm.schema import (
+from humantag.workers.attributes import ENUMERATED_PERSON_FIELDS, SENSITIVE_PERSON_FIELDS, Person, Scene
+from humantag.workers.labelers.humanvlm.confidence import TokenProbabilities, confidences, value_spans
+from humantag.workers.labelers.humanvlm.schema import (
     SEPARATORS,
     SchemaSpec,
     _longest_instance,

@@ -106,10 +106,10 @@ def code_reads() -> frozenset[str]:
         for path in (ROOT / folder).rglob("*.py"):
             names |= env_reads_in_source(path.read_text())
     # Flags generated from the configuration models read env vars derived from their names (flows/options.py).
-    from flows.commands.deploy import schedule_options
-    from flows.commands.opensearch_options import opensearch_options
-    from flows.commands.run import output_options
-    from flows.config import run_options
+    from humantag.flows.commands.deploy import schedule_options
+    from humantag.flows.commands.opensearch_options import opensearch_options
+    from humantag.flows.commands.run import output_options
+    from humantag.flows.config import run_options
 
     for option in run_options() + output_options() + schedule_options() + opensearch_options():
         names |= set(option.envvar)
@@ -133,7 +133,7 @@ def hf_hub_constants_source() -> str:
 
 def read_by_something(name: str) -> bool:
     """Our code reads it, our CLI sets it as a default for Prefect/Ray, or the library it is for reads it."""
-    from flows.runtime import DEFAULT_ENV
+    from humantag.flows.runtime import DEFAULT_ENV
 
     if name in code_reads() or name in DEFAULT_ENV or name in PENDING_READS:
         return True
@@ -448,13 +448,17 @@ def test_dockerfile_pins_torch_as_pyproject_does_and_installs_it_first() -> None
     assert not any(re.search(r"\btorch(?![=\w])", r) for r in runs if "pip install" in r and "torch==" not in r)
 
 
+# What `pip install .` needs: the project files and the three folders installed as humantag.*.
+BUILD_INPUTS = {"pyproject.toml", "setup.py", "README.md", "flows", "workers", "indexers"}
+
+
 def test_dockerfile_copies_sources_only_never_weights() -> None:
     weights = re.compile(r"(safetensors|\.bin\b|\.pt\b|\.pth\b|\.gguf|models?\b|Human_LLaVA|/models)", re.I)
     for keyword, rest in dockerfile_instructions():
         if keyword in ("COPY", "ADD"):
             assert keyword == "COPY", "ADD can fetch URLs; use COPY"
             *sources, dest = shlex.split(rest)
-            assert set(sources) <= {"pyproject.toml", "README.md", "flows", "workers", "indexers"}, sources
+            assert set(sources) <= BUILD_INPUTS, sources
             assert not weights.search(rest), rest
     env = dockerfile_env()
     assert env["HF_HOME"].startswith("/models/") and env["HF_HUB_OFFLINE"] == "1"
@@ -465,7 +469,7 @@ def test_dockerfile_copies_sources_only_never_weights() -> None:
     assert ignore[0] == "*", "the context must start from nothing"
     assert {"**/*.safetensors", "**/*.bin", "**/*.pt"} <= set(ignore)
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "flows", "workers", "indexers"}
+    assert allowed == BUILD_INPUTS
 
 
 # ---- KubeRay --------------------------------------------------------------------------------
@@ -539,7 +543,7 @@ def test_docs_explain_every_variable_and_name_only_real_ones() -> None:
 
 
 def test_deploy_command_defaults_to_the_pool_the_worker_polls() -> None:
-    from flows.commands.deploy import Schedule
+    from humantag.flows.commands.deploy import Schedule
 
     assert Schedule.model_fields["work_pool"].default == WORK_POOL
 

@@ -10,15 +10,15 @@ import fsspec
 import pytest
 from pydantic import create_model
 
-from flows.estimates import estimate, estimate_row
-from flows.incremental import CurrentVersions, build_incremental_plan
-from flows.listing import SourceSpec
-from indexers.layout import OutputLayout
-from workers.labelers import LabelerOptions, create_labeler
-from workers.labelers.base import Labeler, LabelerIdentity
-from workers.labelers.humanvlm import loading
-from workers.loader import SourceObject
-from workers.records import SCHEMA_VERSION, LabeledImage, records_to_table, schema_fingerprint, utcnow
+from humantag.flows.estimates import estimate, estimate_row
+from humantag.flows.incremental import CurrentVersions, build_incremental_plan
+from humantag.flows.listing import SourceSpec
+from humantag.indexers.layout import OutputLayout
+from humantag.workers.labelers import LabelerOptions, create_labeler
+from humantag.workers.labelers.base import Labeler, LabelerIdentity
+from humantag.workers.labelers.humanvlm import loading
+from humantag.workers.loader import SourceObject
+from humantag.workers.records import SCHEMA_VERSION, LabeledImage, records_to_table, schema_fingerprint, utcnow
 
 PLUG_INS = ["tests.fixtures.versioned_labeler:VersionedLabeler", "tests.fixtures.crashing_labeler:CrashOnceLabeler"]
 
@@ -88,8 +88,8 @@ def test_humanvlm_identity_without_loading_matches_the_loaded_one(tiny_llava_dir
 
 
 def test_unknown_identity_is_a_user_error(tmp_path: Path) -> None:
-    from flows.errors import UserError
-    from flows.label_archive import current_versions
+    from humantag.flows.errors import UserError
+    from humantag.flows.label_archive import current_versions
 
     missing = create_labeler("humanvlm", LabelerOptions(model=str(tmp_path / "no-such-model")))
     with pytest.raises(UserError, match="does not exist on this node"):

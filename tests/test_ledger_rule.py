@@ -7,10 +7,10 @@ import datetime as dt
 import duckdb
 import pyarrow.parquet as pq
 
-from indexers.layout import OutputLayout
-from indexers.ledger import current_rows, current_rows_sql, live_rows, live_rows_sql, rewrite_shard, row_key
-from workers.records import LabeledImage, records_to_table
-from workers.storage import filesystem
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.ledger import current_rows, current_rows_sql, live_rows, live_rows_sql, rewrite_shard, row_key
+from humantag.workers.records import LabeledImage, records_to_table
+from humantag.workers.storage import filesystem
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 

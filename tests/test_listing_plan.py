@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.errors import UserError
-from flows.listing import SourceSpec, iter_source
-from flows.plan import build_plan, read_shard_objects
-from indexers.layout import OutputLayout
-from workers.storage import StorageOptions, filesystem
+from humantag.flows.errors import UserError
+from humantag.flows.listing import SourceSpec, iter_source
+from humantag.flows.plan import build_plan, read_shard_objects
+from humantag.indexers.layout import OutputLayout
+from humantag.workers.storage import StorageOptions, filesystem
 
 
 def _tree(root: Path) -> None:

@@ -20,14 +20,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from flows.config import PoolConfig, RunConfig
-from flows.label_archive import run_label_archive
-from flows.listing import SourceSpec
-from indexers.documents import document_id
-from indexers.layout import OutputLayout
-from indexers.ledger import label_files, ledger_table
-from indexers.opensearch.settings import OpenSearchSettings
-from workers.storage import StorageOptions, filesystem
+from humantag.flows.config import PoolConfig, RunConfig
+from humantag.flows.label_archive import run_label_archive
+from humantag.flows.listing import SourceSpec
+from humantag.indexers.documents import document_id
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.ledger import label_files, ledger_table
+from humantag.indexers.opensearch.settings import OpenSearchSettings
+from humantag.workers.storage import StorageOptions, filesystem
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def humantag(*args: str) -> Any:
     """The `humantag` CLI in-process (its Prefect flows and Ray calls too)."""
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from humantag.flows.cli import app
 
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
@@ -199,7 +199,7 @@ def test_full_incremental_full_keeps_one_live_row(place, ray_local, search_index
 
 
 def test_two_concurrent_runs_leave_one_live_row_and_one_document(place, ray_local, search_index):
-    from flows.label_archive import plan_run
+    from humantag.flows.label_archive import plan_run
 
     place.add(*range(12))
     settings = search_index.settings
@@ -225,7 +225,7 @@ def test_two_concurrent_runs_leave_one_live_row_and_one_document(place, ray_loca
 
 
 def test_doctor_repairs_an_output_of_the_old_behaviour_and_index_restores_a_lost_index(tmp_path, ray_local, search_index):
-    from flows.evaluation import load_predictions
+    from humantag.flows.evaluation import load_predictions
 
     place = _local(tmp_path)
     place.add(*range(12))

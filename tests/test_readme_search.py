@@ -32,10 +32,10 @@ def readme_search_examples() -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def demo_output(ray_local, tmp_path_factory) -> Path:
-    from flows.config import RunConfig
-    from flows.label_archive import run_label_archive
-    from flows.listing import SourceSpec
-    from workers.devset import PORTRAITS, write_devset
+    from humantag.flows.config import RunConfig
+    from humantag.flows.label_archive import run_label_archive
+    from humantag.flows.listing import SourceSpec
+    from humantag.workers.devset import PORTRAITS, write_devset
 
     base = tmp_path_factory.mktemp("demo-out")
     write_devset(base / "photos", PORTRAITS)
@@ -47,7 +47,7 @@ def demo_output(ray_local, tmp_path_factory) -> Path:
 
 def run_cli(args: list[str], monkeypatch, capsys, opensearch: bool = False) -> tuple[int, str, str]:
     """`humantag ARGS` in this process: (exit code, stdout, stderr). Without OpenSearch unless asked."""
-    from flows.cli import main
+    from humantag.flows.cli import main
 
     monkeypatch.setattr(sys, "argv", ["humantag", *args])
     if not opensearch:

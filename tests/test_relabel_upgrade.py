@@ -11,12 +11,12 @@ import pyarrow.dataset as ds
 import pytest
 from PIL import Image
 
-from flows.config import RunConfig
-from flows.label_archive import run_label_archive
-from flows.listing import SourceSpec
+from humantag.flows.config import RunConfig
+from humantag.flows.label_archive import run_label_archive
+from humantag.flows.listing import SourceSpec
 from tests.fixtures.cli import run_cli
-from workers.labelers import LabelerOptions, create_labeler
-from workers.storage import StorageOptions
+from humantag.workers.labelers import LabelerOptions, create_labeler
+from humantag.workers.storage import StorageOptions
 
 pytestmark = pytest.mark.slow
 IMAGES = 4

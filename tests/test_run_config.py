@@ -9,14 +9,14 @@ from typing import Optional
 import pytest
 from pydantic import BaseModel, Field, SecretStr
 
-from flows import options
-from flows.commands.deploy import nightly_options, schedule_options
-from flows.commands.run import BACKFILL_FIXED, command_options, output_options
-from flows.config import PoolConfig, RunConfig, RunMode, run_options
-from flows.deploy import deployment_parameters
-from flows.errors import UserError
-from flows.resources import fit_pool
-from workers.labelers.base import Placement
+from humantag.flows import options
+from humantag.flows.commands.deploy import nightly_options, schedule_options
+from humantag.flows.commands.run import BACKFILL_FIXED, command_options, output_options
+from humantag.flows.config import PoolConfig, RunConfig, RunMode, run_options
+from humantag.flows.deploy import deployment_parameters
+from humantag.flows.errors import UserError
+from humantag.flows.resources import fit_pool
+from humantag.workers.labelers.base import Placement
 from tests.fixtures.cli import run_cli
 
 
@@ -39,7 +39,7 @@ def test_run_backfill_and_deploy_nightly_offer_the_same_run_options():
 def test_the_cli_offers_exactly_the_generated_options():
     import typer.main
 
-    from flows.cli import app
+    from humantag.flows.cli import app
 
     click_app = typer.main.get_command(app)
     ctx = click_app.make_context("humantag", ["run"], resilient_parsing=True)

@@ -15,7 +15,7 @@ import pytest
 import s3fs
 
 from tests.fixtures.bad_inputs import write_bad_corpus
-from indexers.documents import document_id
+from humantag.indexers.documents import document_id
 from tests.fixtures.cli import popen_cli, run_cli
 
 pytestmark = pytest.mark.slow

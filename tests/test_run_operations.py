@@ -58,9 +58,9 @@ def test_a_pool_that_cannot_fit_stops_at_once_with_the_fix(two_node_ray, tmp_pat
 def test_a_run_is_a_named_tagged_flow_run_with_its_log_lines_in_prefect(prefect_server, ray_local, tmp_path):
     from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
-    from flows.config import RunConfig
-    from flows.label_archive import run_label_archive
-    from flows.listing import SourceSpec
+    from humantag.flows.config import RunConfig
+    from humantag.flows.label_archive import run_label_archive
+    from humantag.flows.listing import SourceSpec
 
     src, dest = tmp_path / "src", tmp_path / "out"
     _photos(src, 4)
@@ -103,8 +103,8 @@ def test_a_stalled_run_logs_what_ray_has_pending(ray_local):
 
     import ray
 
-    from flows import progress
-    from flows.label_archive import StallWatch
+    from humantag.flows import progress
+    from humantag.flows.label_archive import StallWatch
 
     class Lines(logging.Handler):
         def __init__(self) -> None:
@@ -120,7 +120,7 @@ def test_a_stalled_run_logs_what_ray_has_pending(ray_local):
             return 1
 
     lines = Lines()
-    logger = logging.getLogger("flows.label_archive")
+    logger = logging.getLogger("humantag.flows.label_archive")
     logger.addHandler(lines)
     actor = TooBig.remote()  # can never be scheduled on this cluster: pending demand
     try:

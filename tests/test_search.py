@@ -15,21 +15,21 @@ from typing import Any, Optional
 
 import pytest
 
-from indexers.documents import document_id, row_to_document
-from indexers.fields import DEFAULT_FACETS, all_fields
-from indexers.layout import OutputLayout
-from indexers.opensearch.sync import sync_index
-from indexers.parquet_sink import write_shard
-from indexers.search.backends import open_backend
-from indexers.search.model import QueryError, SearchRequest, decode_cursor, encode_cursor, parse_where
-from indexers.search.opensearch_backend import OpenSearchSearchBackend, build_body
-from indexers.search.embedded_backend import EmbeddedSearchBackend
-from indexers.search.parquet_backend import ParquetSearchBackend, text_words
+from humantag.indexers.documents import document_id, row_to_document
+from humantag.indexers.fields import DEFAULT_FACETS, all_fields
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.opensearch.sync import sync_index
+from humantag.indexers.parquet_sink import write_shard
+from humantag.indexers.search.backends import open_backend
+from humantag.indexers.search.model import QueryError, SearchRequest, decode_cursor, encode_cursor, parse_where
+from humantag.indexers.search.opensearch_backend import OpenSearchSearchBackend, build_body
+from humantag.indexers.search.embedded_backend import EmbeddedSearchBackend
+from humantag.indexers.search.parquet_backend import ParquetSearchBackend, text_words
 from tests.fixtures.cli import run_cli
 from tests.fixtures import opensearch as opensearch_fixtures
-from workers.attributes import Person, Scene
-from workers.records import LabeledImage, records_to_table
-from workers.storage import filesystem
+from humantag.workers.attributes import Person, Scene
+from humantag.workers.records import LabeledImage, records_to_table
+from humantag.workers.storage import filesystem
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
 NO_OPENSEARCH = {"OPENSEARCH_URL": ""}  # CLI against Parquet even if the suite runs with a real cluster
@@ -451,7 +451,7 @@ def test_parquet_files_of_an_older_schema(tmp_path, old_name):
 
 
 def test_open_backend_errors(tmp_path):
-    from indexers.search.model import SearchUnavailable
+    from humantag.indexers.search.model import SearchUnavailable
 
     with pytest.raises(SearchUnavailable):
         open_backend(None, None)
@@ -470,7 +470,7 @@ def test_open_backend_errors(tmp_path):
 
 
 def test_opensearch_without_index_is_unavailable(search_index):
-    from indexers.search.model import SearchUnavailable
+    from humantag.indexers.search.model import SearchUnavailable
 
     engine = OpenSearchSearchBackend(search_index.settings)
     with pytest.raises(SearchUnavailable, match="no index"):
@@ -617,7 +617,7 @@ def test_cli_fields_and_help():
 
 def test_parquet_dest_on_s3(s3_server):
     """DEST on S3: the same answers through fsspec, from the API and the command line."""
-    from workers.storage import StorageOptions
+    from humantag.workers.storage import StorageOptions
 
     bucket = s3_server.new_bucket("search")
     root = f"s3://{bucket}/out"

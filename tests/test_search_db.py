@@ -5,15 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from indexers.documents import document_id
-from indexers.ledger import rewrite_shard
-from indexers.parquet_sink import write_shard
-from indexers.search.backends import open_backend
-from indexers.search.embedded_backend import EmbeddedSearchBackend
-from indexers.search.model import SearchRequest, parse_where
-from indexers.search.search_db import SEARCH_DIR
+from humantag.indexers.documents import document_id
+from humantag.indexers.ledger import rewrite_shard
+from humantag.indexers.parquet_sink import write_shard
+from humantag.indexers.search.backends import open_backend
+from humantag.indexers.search.embedded_backend import EmbeddedSearchBackend
+from humantag.indexers.search.model import SearchRequest, parse_where
+from humantag.indexers.search.search_db import SEARCH_DIR
 from tests.test_search import LIVE, P, T0, dataset, image, uri, uris, write_dest
-from workers.storage import filesystem
+from humantag.workers.storage import filesystem
 
 
 def found(engine, *where: str, **extra) -> list[str]:

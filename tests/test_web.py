@@ -31,18 +31,18 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from indexers.documents import document_id
-from indexers.layout import OutputLayout
-from indexers.opensearch.settings import OpenSearchSettings
-from indexers.opensearch.sync import sync_index
-from indexers.parquet_sink import write_shard
-from indexers.search.backends import open_backend
-from indexers.web import create_app
-from indexers.web.thumbnails import SourceMissing, SourceUnreadable, ThumbnailMaker
+from humantag.indexers.documents import document_id
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.opensearch.settings import OpenSearchSettings
+from humantag.indexers.opensearch.sync import sync_index
+from humantag.indexers.parquet_sink import write_shard
+from humantag.indexers.search.backends import open_backend
+from humantag.indexers.web import create_app
+from humantag.indexers.web.thumbnails import SourceMissing, SourceUnreadable, ThumbnailMaker
 from tests.fixtures.cli import popen_cli, run_cli
-from workers.attributes import Box, Person, Scene
-from workers.records import LabeledImage, utcnow
-from workers.storage import StorageOptions, filesystem
+from humantag.workers.attributes import Box, Person, Scene
+from humantag.workers.records import LabeledImage, utcnow
+from humantag.workers.storage import StorageOptions, filesystem
 
 THUMB = 128
 RUN_ID = "web-test"
@@ -536,8 +536,8 @@ def test_page_search_facets_details(served: Server, browser: Any, dest: Dest, tm
 
     # The server holds DEST's search database (one writer process): a search from here meanwhile
     # scans the Parquet files instead, with the same answers.
-    from indexers.search.model import SearchRequest
-    from indexers.search.parquet_backend import ParquetSearchBackend
+    from humantag.indexers.search.model import SearchRequest
+    from humantag.indexers.search.parquet_backend import ParquetSearchBackend
 
     other = open_backend(str(dest.root), None, StorageOptions())
     try:

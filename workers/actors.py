@@ -16,11 +16,11 @@ from typing import Any
 
 import ray
 
-from workers.assemble import RowContext, assemble_row
-from workers.images import DecodedImage
-from workers.labelers import LabelerOptions, create_labeler
-from workers.labelers.base import LabelOutput, Placement
-from workers.records import LabeledImage
+from humantag.workers.assemble import RowContext, assemble_row
+from humantag.workers.images import DecodedImage
+from humantag.workers.labelers import LabelerOptions, create_labeler
+from humantag.workers.labelers.base import LabelOutput, Placement
+from humantag.workers.records import LabeledImage
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from workers.images import DecodedImage
-from workers.labelers.base import LabelOutput
-from workers.records import LabeledImage, utcnow
+from humantag.workers.images import DecodedImage
+from humantag.workers.labelers.base import LabelOutput
+from humantag.workers.records import LabeledImage, utcnow
 
 
 @dataclass(frozen=True)

@@ -330,12 +330,12 @@ def write_scenes(out_dir: str | Path, count: int, seed: int = 0) -> tuple[list[P
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m workers.devset OUT_DIR [--demo | --scenes N [--seed S]]`: write the photos
+    """`python -m humantag.workers.devset OUT_DIR [--demo | --scenes N [--seed S]]`: write the photos
     (--demo: the three portraits), or N development scenes with their labels.jsonl."""
     import argparse
     import logging
 
-    parser = argparse.ArgumentParser(prog="python -m workers.devset", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m humantag.workers.devset", description=main.__doc__)
     parser.add_argument("out_dir")
     parser.add_argument("--demo", action="store_true", help="only astronaut, camera and grace_hopper")
     parser.add_argument("--scenes", type=int, default=0, help="write this many pasted-people scenes instead")

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from workers.records import ErrorKind
+from humantag.workers.records import ErrorKind
 
 # Pillow's own default limit; ours is explicit and checked before decoding.
 DEFAULT_MAX_PIXELS = 89_478_485

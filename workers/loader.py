@@ -8,10 +8,10 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers.images import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS, DecodedImage, decode_image
-from workers.records import ErrorKind
-from workers.reads import UnreadableObject, read_bytes
-from workers.storage import StorageAccessDenied, StorageOptions
+from humantag.workers.images import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS, DecodedImage, decode_image
+from humantag.workers.records import ErrorKind
+from humantag.workers.reads import UnreadableObject, read_bytes
+from humantag.workers.storage import StorageAccessDenied, StorageOptions
 
 
 @dataclass(frozen=True)

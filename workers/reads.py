@@ -24,8 +24,8 @@ from typing import Any, Optional, TypeVar
 
 import fsspec
 
-from workers.records import ErrorKind
-from workers.storage import (
+from humantag.workers.records import ErrorKind
+from humantag.workers.storage import (
     StorageAccessDenied,
     StorageOptions,
     StorageUnavailable,

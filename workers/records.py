@@ -19,7 +19,7 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers.attributes import Person, Quality, Scene
+from humantag.workers.attributes import Person, Quality, Scene
 
 Status = Literal["ok", "error"]
 # Which detector gave the person gate its strongest evidence (workers/labelers/gate.py).

@@ -15,8 +15,8 @@ from typing import Any, Optional
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows import options
-from flows.config import RunConfig, RunMode, run_options
+from humantag.flows import options
+from humantag.flows.config import RunConfig, RunMode, run_options
 
 deploy_app = typer.Typer(help="Create Prefect deployments (needs PREFECT_API_URL).", no_args_is_help=True,
                          rich_markup_mode=None)
@@ -52,7 +52,7 @@ def nightly_options() -> list[options.Option]:
 
 
 def nightly(**values: Any) -> None:
-    from flows.deploy import deploy_nightly
+    from humantag.flows.deploy import deploy_nightly
 
     config = options.model_from_values(RunConfig, run_options(), values)
     schedule = options.model_from_values(Schedule, schedule_options(), values)

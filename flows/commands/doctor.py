@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from flows.errors import UserError
+from humantag.flows.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
@@ -32,9 +32,9 @@ def doctor_command(
     from rich.console import Console
     from rich.table import Table
 
-    from flows.doctor import examine, repair
-    from indexers.layout import OutputLayout
-    from workers.storage import StorageOptions, filesystem
+    from humantag.flows.doctor import examine, repair
+    from humantag.indexers.layout import OutputLayout
+    from humantag.workers.storage import StorageOptions, filesystem
 
     fs, root = filesystem(out, StorageOptions.from_env(endpoint_url=endpoint_url))
     layout = OutputLayout(root)

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.errors import UserError
-from flows.evaluation import EvalReport, evaluate, load_labels, load_predictions
+from humantag.flows.errors import UserError
+from humantag.flows.evaluation import EvalReport, evaluate, load_labels, load_predictions
 
 
 def _fmt(value: Optional[float]) -> str:

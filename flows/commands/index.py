@@ -9,8 +9,8 @@ from typing import Any, Optional
 
 import typer
 
-from flows.commands import opensearch_options as os_opts
-from flows.errors import UserError
+from humantag.flows.commands import opensearch_options as os_opts
+from humantag.flows.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
@@ -64,9 +64,9 @@ def index_command(
     from rich.console import Console
     from rich.table import Table
 
-    from flows import progress
-    from flows.indexing import reindex
-    from workers.storage import StorageOptions, filesystem
+    from humantag.flows import progress
+    from humantag.flows.indexing import reindex
+    from humantag.workers.storage import StorageOptions, filesystem
 
     settings = opensearch.settings()
     if settings is None:

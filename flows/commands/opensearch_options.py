@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional, TypeVar
 
-from flows import options
-from indexers.opensearch.settings import OpenSearchSettings
+from humantag.flows import options
+from humantag.indexers.opensearch.settings import OpenSearchSettings
 
 
 @functools.cache

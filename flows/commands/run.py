@@ -9,8 +9,8 @@ from typing import Any, Optional
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows import options
-from flows.config import RunConfig, RunMode, run_options
+from humantag.flows import options
+from humantag.flows.config import RunConfig, RunMode, run_options
 
 RUN_DOC = """Label every image under SOURCE; write one Parquet row per image under OUT/labels.
 
@@ -60,7 +60,7 @@ def command_options(fixed: Mapping[options.Path, Any]) -> list[options.Option]:
 
 def _handler(fixed: Mapping[options.Path, Any]):
     def handle(**values: Any) -> None:
-        from flows.run_command import execute_run
+        from humantag.flows.run_command import execute_run
 
         config = options.model_from_values(RunConfig, run_options(), values, fixed)
         execute_run(config, options.model_from_values(RunOutput, output_options(), values))

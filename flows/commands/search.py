@@ -8,8 +8,8 @@ from typing import Any, Optional
 
 import typer
 
-from flows.commands import opensearch_options as os_opts
-from flows.errors import UserError
+from humantag.flows.commands import opensearch_options as os_opts
+from humantag.flows.errors import UserError
 
 
 class OutputFormat(str, Enum):
@@ -94,14 +94,14 @@ def search(
     from pydantic import ValidationError
     from rich.console import Console
 
-    from indexers.search import render
-    from indexers.search.model import QueryError, SearchRequest, SearchUnavailable, check_facets, parse_where
+    from humantag.indexers.search import render
+    from humantag.indexers.search.model import QueryError, SearchRequest, SearchUnavailable, check_facets, parse_where
 
     if fields:
         _print_lines(render.fields_jsonl()) if output_format == OutputFormat.jsonl else Console().print(render.fields_table())
         return
 
-    from indexers.search.plain import interpret
+    from humantag.indexers.search.plain import interpret
 
     if query is None and dest and engine != Engine.parquet and not _is_path(dest) and opensearch.settings() is not None:
         dest, query = None, dest  # OpenSearch needs no DEST: `humantag search "two people"` is a query
@@ -142,8 +142,8 @@ def search(
 
 def _open(dest: Optional[str], engine: Engine, opensearch: os_opts.OpenSearchFlags, endpoint_url: Optional[str],
           region: Optional[str]) -> Any:
-    from indexers.search.backends import open_backend
-    from workers.storage import StorageOptions
+    from humantag.indexers.search.backends import open_backend
+    from humantag.workers.storage import StorageOptions
 
     settings = None
     if engine != Engine.parquet:
@@ -152,7 +152,7 @@ def _open(dest: Optional[str], engine: Engine, opensearch: os_opts.OpenSearchFla
         raise UserError("--engine opensearch: no OpenSearch configured (--opensearch-url or OPENSEARCH_URL)")
     if engine == Engine.parquet and not dest:
         raise UserError("--engine parquet needs DEST (the --out of a run)")
-    from indexers.search.model import SearchUnavailable
+    from humantag.indexers.search.model import SearchUnavailable
 
     storage = StorageOptions.from_env(endpoint_url=endpoint_url, region=region) if dest else None
     try:

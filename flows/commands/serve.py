@@ -8,8 +8,8 @@ from typing import Any, Optional
 
 import typer
 
-from flows.commands import opensearch_options as os_opts
-from flows.errors import UserError
+from humantag.flows.commands import opensearch_options as os_opts
+from humantag.flows.errors import UserError
 
 log = logging.getLogger("humantag.serve")
 
@@ -78,10 +78,10 @@ def serve(
     """
     import uvicorn
 
-    from indexers.search.backends import open_backend
-    from indexers.search.model import SearchUnavailable
-    from indexers.web import create_app
-    from workers.storage import StorageOptions
+    from humantag.indexers.search.backends import open_backend
+    from humantag.indexers.search.model import SearchUnavailable
+    from humantag.indexers.web import create_app
+    from humantag.workers.storage import StorageOptions
 
     settings = opensearch.settings()
     if settings is None and not dest:

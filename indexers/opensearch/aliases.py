@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from indexers.opensearch.mapping import add_new_fields, put_templates
+from humantag.indexers.opensearch.mapping import add_new_fields, put_templates
 
 log = logging.getLogger(__name__)
 

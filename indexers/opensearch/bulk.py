@@ -29,9 +29,9 @@ from typing import Any, Optional
 import fsspec
 import pyarrow.parquet as pq
 
-from indexers.documents import document_id, row_to_document
-from indexers.ledger import row_key
-from workers.records import ARROW_SCHEMA
+from humantag.indexers.documents import document_id, row_to_document
+from humantag.indexers.ledger import row_key
+from humantag.workers.records import ARROW_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def describe_error(exc: BaseException) -> str:
 
 def describe_unavailable(settings: Any, exc: BaseException) -> str:
     """Why `settings`' OpenSearch cannot be used, in one line: a name clash is not an outage."""
-    from indexers.opensearch.aliases import AliasClash
+    from humantag.indexers.opensearch.aliases import AliasClash
 
     if isinstance(exc, AliasClash):
         return f"OpenSearch at {settings.safe_urls()}: {exc}"

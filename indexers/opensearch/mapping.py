@@ -15,9 +15,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from indexers.documents import PERSON_TAGS
-from indexers.fields import DERIVED_FIELDS, NESTED_PATH, TEXT_FIELDS
-from workers.records import SCHEMA_VERSION, LabeledImage
+from humantag.indexers.documents import PERSON_TAGS
+from humantag.indexers.fields import DERIVED_FIELDS, NESTED_PATH, TEXT_FIELDS
+from humantag.workers.records import SCHEMA_VERSION, LabeledImage
 
 log = logging.getLogger(__name__)
 

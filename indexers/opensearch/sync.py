@@ -27,10 +27,10 @@ from typing import Any, Optional
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexers.layout import OutputLayout
-from indexers.ledger import superseded_rows
-from indexers.opensearch.aliases import IndexNames, drop_old_indices, ensure_index, next_index, swap_aliases
-from indexers.opensearch.bulk import (
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.ledger import superseded_rows
+from humantag.indexers.opensearch.aliases import IndexNames, drop_old_indices, ensure_index, next_index, swap_aliases
+from humantag.indexers.opensearch.bulk import (
     BulkIndexer,
     IndexingUnavailable,
     ShardOutcome,
@@ -39,9 +39,9 @@ from indexers.opensearch.bulk import (
     describe_unavailable,
     is_retryable,
 )
-from indexers.opensearch.settings import OpenSearchSettings
-from workers.records import utcnow
-from workers.storage import write_bytes_atomic
+from humantag.indexers.opensearch.settings import OpenSearchSettings
+from humantag.workers.records import utcnow
+from humantag.workers.storage import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

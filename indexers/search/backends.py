@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Optional
 
-from indexers.search.model import SearchBackend, SearchUnavailable
+from humantag.indexers.search.model import SearchBackend, SearchUnavailable
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from indexers.opensearch.settings import OpenSearchSettings
-    from workers.storage import StorageOptions
+    from humantag.indexers.opensearch.settings import OpenSearchSettings
+    from humantag.workers.storage import StorageOptions
 
 
 def open_backend(dest: Optional[str], opensearch: Optional["OpenSearchSettings"],
@@ -33,7 +33,7 @@ def open_backend(dest: Optional[str], opensearch: Optional["OpenSearchSettings"]
     given, DEST does not exist or has no labels/.
     """
     if opensearch is not None:
-        from indexers.search.opensearch_backend import OpenSearchSearchBackend
+        from humantag.indexers.search.opensearch_backend import OpenSearchSearchBackend
 
         return OpenSearchSearchBackend(opensearch)
     if not dest:
@@ -47,7 +47,7 @@ def open_backend(dest: Optional[str], opensearch: Optional["OpenSearchSettings"]
 def open_embedded(dest: str, storage: Optional["StorageOptions"] = None) -> SearchBackend:
     """The embedded search database of DEST (`search_db`); DuckDB over the Parquet files when another
     process holds that database (a `serve` running) or it cannot be written."""
-    from indexers.search.parquet_backend import ParquetSearchBackend
+    from humantag.indexers.search.parquet_backend import ParquetSearchBackend
 
     scan = ParquetSearchBackend(dest, storage)
     try:
@@ -55,8 +55,8 @@ def open_embedded(dest: str, storage: Optional["StorageOptions"] = None) -> Sear
     except SearchUnavailable:
         scan.close()
         raise
-    from indexers.search.embedded_backend import EmbeddedSearchBackend
-    from indexers.search.search_db import SearchDatabase, SearchDatabaseBusy
+    from humantag.indexers.search.embedded_backend import EmbeddedSearchBackend
+    from humantag.indexers.search.search_db import SearchDatabase, SearchDatabaseBusy
 
     try:
         database = SearchDatabase(dest, scan.fs, scan.layout)

@@ -21,9 +21,9 @@ import logging
 import time
 from typing import Any, Optional
 
-from indexers.documents import row_to_document
-from indexers.fields import FieldSpec, all_fields
-from indexers.search.model import (
+from humantag.indexers.documents import row_to_document
+from humantag.indexers.fields import FieldSpec, all_fields
+from humantag.indexers.search.model import (
     FacetBucket,
     Hit,
     QueryError,
@@ -36,8 +36,8 @@ from indexers.search.model import (
     not_produced,
     person_groups,
 )
-from indexers.search.parquet_backend import _column, _facet_value, _Sql, sort_buckets, text_words
-from indexers.search.search_db import SearchDatabase, derived_columns, person_masks
+from humantag.indexers.search.parquet_backend import _column, _facet_value, _Sql, sort_buckets, text_words
+from humantag.indexers.search.search_db import SearchDatabase, derived_columns, person_masks
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ class EmbeddedSearchBackend:
 
 
 def _doc_id(uri: str) -> str:
-    from indexers.documents import document_id
+    from humantag.indexers.documents import document_id
 
     return document_id(uri)
 

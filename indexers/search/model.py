@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexers.fields import DEFAULT_FACETS, FieldSpec, all_fields, unknown_field_message
+from humantag.indexers.fields import DEFAULT_FACETS, FieldSpec, all_fields, unknown_field_message
 
 Operator = Literal["=", "!=", ">=", "<=", ">", "<", "~"]
 Scalar = Union[bool, int, float, str]
@@ -140,7 +140,7 @@ class FieldProbe(Protocol):
 
 def not_produced(request: "SearchRequest", probe: FieldProbe) -> list[NotProduced]:
     """The request's fields that no row has ever filled, with the labelers that made the rows."""
-    from workers.labelers import labeler_doc
+    from humantag.workers.labelers import labeler_doc
 
     names = list(dict.fromkeys([f.field for f in request.filters] + (["caption"] if request.text else [])))
     missing = [name for name in names if not probe.filled(all_fields()[name])]

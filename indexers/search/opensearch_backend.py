@@ -18,9 +18,9 @@ import logging
 import time
 from typing import Any, Optional
 
-from indexers.fields import NESTED_PATH, FieldSpec, all_fields
-from indexers.opensearch.settings import OpenSearchSettings
-from indexers.search.model import (
+from humantag.indexers.fields import NESTED_PATH, FieldSpec, all_fields
+from humantag.indexers.opensearch.settings import OpenSearchSettings
+from humantag.indexers.search.model import (
     FacetBucket,
     Filter,
     Hit,

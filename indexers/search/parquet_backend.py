@@ -31,11 +31,11 @@ from typing import Any, Optional
 
 import pyarrow.dataset as ds
 
-from indexers.documents import document_id, row_to_document
-from indexers.fields import NESTED_PATH, FieldSpec, all_fields
-from indexers.layout import OutputLayout
-from indexers.search.search_db import MACROS
-from indexers.search.model import (
+from humantag.indexers.documents import document_id, row_to_document
+from humantag.indexers.fields import NESTED_PATH, FieldSpec, all_fields
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.search.search_db import MACROS
+from humantag.indexers.search.model import (
     FacetBucket,
     Filter,
     Hit,
@@ -50,8 +50,8 @@ from indexers.search.model import (
     not_produced,
     person_groups,
 )
-from workers.records import ARROW_SCHEMA
-from workers.storage import StorageOptions, filesystem
+from humantag.workers.records import ARROW_SCHEMA
+from humantag.workers.storage import StorageOptions, filesystem
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ _DERIVED = "ht_bucket(uri) AS bucket, ht_prefix(uri) AS prefix"
 
 def _base(include_deleted: bool) -> str:
     """The rows searched, one per uri (indexers.ledger's live-row rule): live ones, or current ones with deleted."""
-    from indexers.ledger import current_rows_sql, live_rows_sql
+    from humantag.indexers.ledger import current_rows_sql, live_rows_sql
 
     return (current_rows_sql if include_deleted else live_rows_sql)("labels", f"*, {_DERIVED}")
 
@@ -220,7 +220,7 @@ class ParquetSearchBackend:
     # --- reading -------------------------------------------------------------------------------
 
     def _files(self) -> list[str]:
-        from indexers.ledger import label_files
+        from humantag.indexers.ledger import label_files
 
         try:
             self.fs.invalidate_cache(self.layout.labels_dir)  # s3fs caches listings: see shards committed since

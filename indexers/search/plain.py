@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Optional
 
-from indexers.fields import all_fields
-from indexers.search.model import MAX_PERSON_GROUPS, MAX_TEXT_LENGTH, Filter, QueryError, Scalar
+from humantag.indexers.fields import all_fields
+from humantag.indexers.search.model import MAX_PERSON_GROUPS, MAX_TEXT_LENGTH, Filter, QueryError, Scalar
 
 PEOPLE = "people_count"
 FACES = "faces_visible"

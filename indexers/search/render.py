@@ -6,8 +6,8 @@ import json
 from collections.abc import Iterator
 from typing import Any, Optional
 
-from indexers.fields import FieldSpec, all_fields
-from indexers.search.model import SearchResponse
+from humantag.indexers.fields import FieldSpec, all_fields
+from humantag.indexers.search.model import SearchResponse
 
 CAPTION_CHARS = 70
 PERSON_ATTRIBUTES = ("age_group", "expression", "eyewear", "headwear", "upper_clothing_color", "upper_clothing")

@@ -33,11 +33,11 @@ import fsspec
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from indexers.fields import NESTED_PATH, FieldSpec, all_fields
-from indexers.layout import OutputLayout
-from indexers.ledger import current_rows_sql
-from indexers.search.model import Scalar
-from workers.records import ARROW_SCHEMA
+from humantag.indexers.fields import NESTED_PATH, FieldSpec, all_fields
+from humantag.indexers.layout import OutputLayout
+from humantag.indexers.ledger import current_rows_sql
+from humantag.indexers.search.model import Scalar
+from humantag.workers.records import ARROW_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class SearchDatabase:
     # --- refresh ---------------------------------------------------------------------------------
 
     def _sources(self) -> dict[str, str]:
-        from indexers.opensearch.sync import label_sources
+        from humantag.indexers.opensearch.sync import label_sources
 
         self.fs.invalidate_cache(self.layout.labels_dir)  # s3fs caches listings: see shards committed since
         return {s.path: s.version for s in label_sources(self.fs, self.layout)}

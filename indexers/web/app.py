@@ -33,8 +33,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from indexers.fields import DEFAULT_FACETS, all_fields
-from indexers.search.model import (
+from humantag.indexers.fields import DEFAULT_FACETS, all_fields
+from humantag.indexers.search.model import (
     MAX_PAGE_SIZE,
     MAX_TEXT_LENGTH,
     QueryError,
@@ -44,9 +44,9 @@ from indexers.search.model import (
     check_facets,
     parse_where,
 )
-from indexers.search.plain import interpret
-from indexers.web.thumbnails import DEFAULT_CACHE_BYTES, SourceUnreadable, ThumbnailError, ThumbnailMaker
-from workers.storage import StorageOptions
+from humantag.indexers.search.plain import interpret
+from humantag.indexers.web.thumbnails import DEFAULT_CACHE_BYTES, SourceUnreadable, ThumbnailError, ThumbnailMaker
+from humantag.workers.storage import StorageOptions
 
 log = logging.getLogger("humantag.web")
 

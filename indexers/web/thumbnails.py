@@ -25,10 +25,10 @@ from typing import Optional
 
 from PIL import Image
 
-from workers.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
-from workers.records import ErrorKind
-from workers.reads import UnreadableObject, read_bytes
-from workers.storage import StorageAccessDenied, StorageOptions, StorageUnavailable
+from humantag.workers.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
+from humantag.workers.records import ErrorKind
+from humantag.workers.reads import UnreadableObject, read_bytes
+from humantag.workers.storage import StorageAccessDenied, StorageOptions, StorageUnavailable
 
 log = logging.getLogger("humantag.web.thumbnails")
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import importlib
 
-from workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, LabelOutput, Placement, Throughput
+from humantag.workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, LabelOutput, Placement, Throughput
 
 # name -> "module:Class"; later labelers register here.
 REGISTRY: dict[str, str] = {
-    "image-facts": "workers.labelers.image_facts:ImageFactsLabeler",
-    "cpu": "workers.labelers.cpu:CpuLabeler",
-    "gate": "workers.labelers.gate:GateLabeler",
-    "humanvlm": "workers.labelers.humanvlm:HumanVLMLabeler",
+    "image-facts": "humantag.workers.labelers.image_facts:ImageFactsLabeler",
+    "cpu": "humantag.workers.labelers.cpu:CpuLabeler",
+    "gate": "humantag.workers.labelers.gate:GateLabeler",
+    "humanvlm": "humantag.workers.labelers.humanvlm:HumanVLMLabeler",
 }
 
 # name -> its documentation: what it fills and what it leaves empty (shown when a search finds nothing).

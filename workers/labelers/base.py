@@ -22,9 +22,9 @@ from typing import Any, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers.attributes import Person, Quality, Scene
-from workers.images import DecodedImage
-from workers.records import SCHEMA_VERSION
+from humantag.workers.attributes import Person, Quality, Scene
+from humantag.workers.images import DecodedImage
+from humantag.workers.records import SCHEMA_VERSION
 
 
 class LabelerOptions(BaseModel):

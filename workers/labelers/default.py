@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ray
 
-from workers.labelers import REGISTRY
+from humantag.workers.labelers import REGISTRY
 
 
 def choose_default_labeler() -> tuple[str, str]:

@@ -30,13 +30,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Union
 
-from workers.attributes import Box, Person
-from workers.images import DecodedImage
-from workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, LabelOutput, Placement, Throughput
-from workers.labelers.cpu import CpuLabeler
-from workers.labelers.cpu.analyse import Analysis
-from workers.labelers.cpu.labeler import analysis_output
-from workers.records import ErrorKind
+from humantag.workers.attributes import Box, Person
+from humantag.workers.images import DecodedImage
+from humantag.workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, LabelOutput, Placement, Throughput
+from humantag.workers.labelers.cpu import CpuLabeler
+from humantag.workers.labelers.cpu.analyse import Analysis
+from humantag.workers.labelers.cpu.labeler import analysis_output
+from humantag.workers.records import ErrorKind
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class GateLabeler(Labeler):
 
     def __init__(self, options: LabelerOptions | None = None) -> None:
         super().__init__(options)
-        from workers.labelers import create_labeler  # the registry imports this module lazily
+        from humantag.workers.labelers import create_labeler  # the registry imports this module lazily
 
         extra = dict(self.options.extra)
         self.threshold = float(extra.pop("gate_threshold", DEFAULT_THRESHOLD))

@@ -14,8 +14,8 @@ import time
 import imagehash
 from PIL import Image
 
-from workers.images import DecodedImage
-from workers.labelers.base import Labeler, LabelerIdentity, LabelOutput, Throughput
+from humantag.workers.images import DecodedImage
+from humantag.workers.labelers.base import Labeler, LabelerIdentity, LabelOutput, Throughput
 
 
 class ImageFactsLabeler(Labeler):

@@ -22,11 +22,11 @@ from typing import Optional, Protocol
 import cv2
 import numpy as np
 
-from workers.attributes import Box, Person, PersonConfidence, Quality
-from workers.labelers.cpu.color import dominant_color, is_grayscale
-from workers.labelers.cpu.detectors import Detection, FaceDetector, Found, PersonDetector, load_cascade
-from workers.labelers.cpu.quality import measure_quality
-from workers.records import GateDetector
+from humantag.workers.attributes import Box, Person, PersonConfidence, Quality
+from humantag.workers.labelers.cpu.color import dominant_color, is_grayscale
+from humantag.workers.labelers.cpu.detectors import Detection, FaceDetector, Found, PersonDetector, load_cascade
+from humantag.workers.labelers.cpu.quality import measure_quality
+from humantag.workers.records import GateDetector
 
 THUMBNAIL_SIDE = 128
 THUMBNAIL_BORDER = 0.15  # of the shorter side, on each edge

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.attributes import Person, Quality
+from humantag.workers.attributes import Person, Quality
 
 
 def _count(n: int, word: str) -> str:

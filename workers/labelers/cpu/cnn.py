@@ -17,9 +17,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from workers.labelers.cpu.detectors import Detection, Found, nms, suppress_duplicates
-from workers.labelers.cpu.mtcnn import FaceNet
-from workers.labelers.cpu.ssd import TRAIN_SIDE, PersonNet
+from humantag.workers.labelers.cpu.detectors import Detection, Found, nms, suppress_duplicates
+from humantag.workers.labelers.cpu.mtcnn import FaceNet
+from humantag.workers.labelers.cpu.ssd import TRAIN_SIDE, PersonNet
 
 # Candidates this weak are no evidence of anything; stronger ones may open the gate even
 # below the labeler's min_score (which decides who is counted as a person).

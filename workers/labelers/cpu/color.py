@@ -13,7 +13,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from workers.attributes import Color
+from humantag.workers.attributes import Color
 
 # OpenCV hue runs 0..179; (upper bound exclusive, name).
 _HUES: tuple[tuple[int, str], ...] = (

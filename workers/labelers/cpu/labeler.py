@@ -15,12 +15,12 @@ from typing import Any, Literal, Optional
 import cv2
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers.images import DecodedImage
-from workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, LabelOutput, Throughput
-from workers.labelers.cpu.analyse import Analysis, DetectorSet, HaarHogDetectors, ImageAnalyser
-from workers.labelers.cpu.caption import compose_caption
-from workers.labelers.cpu.weights import MTCNN_FILES, SSDLITE_PERSON
-from workers.records import ErrorKind
+from humantag.workers.images import DecodedImage
+from humantag.workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, LabelOutput, Throughput
+from humantag.workers.labelers.cpu.analyse import Analysis, DetectorSet, HaarHogDetectors, ImageAnalyser
+from humantag.workers.labelers.cpu.caption import compose_caption
+from humantag.workers.labelers.cpu.weights import MTCNN_FILES, SSDLITE_PERSON
+from humantag.workers.records import ErrorKind
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class CpuLabeler(Labeler):
         s = self.settings
         if s.detectors == "haar-hog":
             return HaarHogDetectors(s.detect_side, s.detect_people, scale_factor=s.scale_factor, profile_scale=s.profile_scale)
-        from workers.labelers.cpu.cnn import CnnDetectors  # torch is imported only when used
+        from humantag.workers.labelers.cpu.cnn import CnnDetectors  # torch is imported only when used
 
         return CnnDetectors(body_side=s.body_side, min_face=s.min_face, body_tiles=s.body_tiles)
 

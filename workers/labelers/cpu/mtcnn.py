@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from workers.labelers.cpu.detectors import Detection, nms_boxes
-from workers.labelers.cpu.weights import MTCNN_FILES, DetectorUnavailable
+from humantag.workers.labelers.cpu.detectors import Detection, nms_boxes
+from humantag.workers.labelers.cpu.weights import MTCNN_FILES, DetectorUnavailable
 
 PYRAMID_STEP = 0.709  # the paper's factor: each level is half the area of the previous one
 STAGE_THRESHOLDS = (0.6, 0.7)  # PNet, RNet: candidates below these are dropped (ONet: the caller's threshold)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from workers.attributes import Quality
+from humantag.workers.attributes import Quality
 
 SHARPNESS_SIDE = 512
 BLURRY_BELOW = 50.0  # Laplacian variance; sharp photos score in the hundreds

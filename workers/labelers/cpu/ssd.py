@@ -25,8 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from workers.labelers.cpu.detectors import Detection, nms_boxes
-from workers.labelers.cpu.weights import SSDLITE_PERSON, DetectorUnavailable
+from humantag.workers.labelers.cpu.detectors import Detection, nms_boxes
+from humantag.workers.labelers.cpu.weights import SSDLITE_PERSON, DetectorUnavailable
 
 TRAIN_SIDE = 300
 NUM_LAYERS = 6

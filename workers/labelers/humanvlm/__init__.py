@@ -6,6 +6,6 @@ workers.attributes), constrained (xgrammar), generation (batching), confidence
 (token probabilities -> per-attribute confidences), labeler (the Labeler).
 """
 
-from workers.labelers.humanvlm.labeler import HumanVLMLabeler, HumanVLMSettings
+from humantag.workers.labelers.humanvlm.labeler import HumanVLMLabeler, HumanVLMSettings
 
 __all__ = ["HumanVLMLabeler", "HumanVLMSettings"]

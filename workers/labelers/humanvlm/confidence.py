@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any, Union
 
-from workers.attributes import ENUMERATED_PERSON_FIELDS
+from humantag.workers.attributes import ENUMERATED_PERSON_FIELDS
 
 PathKey = tuple[Union[str, int], ...]
 

@@ -13,8 +13,8 @@ from typing import Any
 import xgrammar as xgr
 from xgrammar.contrib.hf import LogitsProcessor
 
-from workers.labelers.humanvlm.model import LoadedModel
-from workers.labelers.humanvlm.schema import SEPARATORS
+from humantag.workers.labelers.humanvlm.model import LoadedModel
+from humantag.workers.labelers.humanvlm.schema import SEPARATORS
 
 
 class JsonConstraint:

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from workers.labelers.base import Throughput
-from workers.labelers.humanvlm.prompts import IMAGE_PLACEHOLDER, Prompts
-from workers.labelers.humanvlm.schema import SchemaSpec
+from humantag.workers.labelers.base import Throughput
+from humantag.workers.labelers.humanvlm.prompts import IMAGE_PLACEHOLDER, Prompts
+from humantag.workers.labelers.humanvlm.schema import SchemaSpec
 
 LLM_PARAMS = 8.03e9  # Llama-3-8B
 VISION_PARAMS = 0.43e9  # SigLIP so400m/14

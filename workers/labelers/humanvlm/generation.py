@@ -20,8 +20,8 @@ from typing import Any, Optional
 import torch
 from transformers import GenerationConfig, LogitsProcessor
 
-from workers.images import DecodedImage
-from workers.labelers.humanvlm.model import LoadedModel
+from humantag.workers.images import DecodedImage
+from humantag.workers.labelers.humanvlm.model import LoadedModel
 
 
 @dataclass

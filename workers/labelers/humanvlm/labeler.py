@@ -12,14 +12,14 @@ from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from workers.attributes import Person, PersonConfidence, Scene
-from workers.images import DecodedImage
-from workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, LabelOutput, Placement, Throughput
-from workers.labelers.humanvlm import cost, generation, loading, model
-from workers.labelers.humanvlm.confidence import TokenProbabilities, confidences, value_spans
-from workers.labelers.humanvlm.constrained import JsonConstraint
-from workers.labelers.humanvlm.prompts import IMAGE_PLACEHOLDER, Prompts, build_prompts
-from workers.labelers.humanvlm.schema import SchemaSpec, attributes_schema, describe_fields, persons_within, token_bound
+from humantag.workers.attributes import Person, PersonConfidence, Scene
+from humantag.workers.images import DecodedImage
+from humantag.workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, LabelOutput, Placement, Throughput
+from humantag.workers.labelers.humanvlm import cost, generation, loading, model
+from humantag.workers.labelers.humanvlm.confidence import TokenProbabilities, confidences, value_spans
+from humantag.workers.labelers.humanvlm.constrained import JsonConstraint
+from humantag.workers.labelers.humanvlm.prompts import IMAGE_PLACEHOLDER, Prompts, build_prompts
+from humantag.workers.labelers.humanvlm.schema import SchemaSpec, attributes_schema, describe_fields, persons_within, token_bound
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any, Literal, Optional
 
 from filelock import FileLock
 
-from workers.storage import StorageOptions, filesystem, protocol_of
+from humantag.workers.storage import StorageOptions, filesystem, protocol_of
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any, Optional
 
 import torch
 
-from workers.labelers.humanvlm.loading import ResolvedModel
-from workers.labelers.humanvlm.prompts import EOT
+from humantag.workers.labelers.humanvlm.loading import ResolvedModel
+from humantag.workers.labelers.humanvlm.prompts import EOT
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from workers.attributes import (
+from humantag.workers.attributes import (
     SENSITIVE_PERSON_FIELDS,
     PersonAttributes,
     Scene,
