@@ -50,7 +50,7 @@ demo: $(VENV)/.stamp-base
 	@echo "Search: $(BIN)/humantag search $(DEMO_DIR)/output --where 'people_count>=1'   Browse: $(BIN)/humantag serve $(DEMO_DIR)/output"
 
 test: $(VENV)/.stamp-test system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 test-fast: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -12,6 +12,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# humantag loggers carry a Prefect API handler once a flow ran in-process; lines outside a flow run are fine.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 # A Prefect home of the suite's own: its sqlite database is not shared with
 # other Prefect processes on the machine (concurrent writers lock it).
 if "PREFECT_HOME" not in os.environ:
