@@ -1,6 +1,6 @@
 """Detector candidates side by side on the development scenes (workers/devset.py), in one run.
 
-    python bench/detector_candidates.py [--scenes 120] [--seed 1] [--candidates cnn,haar-hog,...]
+    python bench/detector_candidates.py [--scenes 120] [--seed 1] [--candidates yolo,ssdlite,...]
 
 Scenes: people cut out of the devset portraits, pasted at 40-150 px into the
 no-person photos (1-10 per scene, every 6th scene empty), faces shown, blurred
@@ -8,11 +8,11 @@ or covered, mirrored, grey and rotated copies; the answers are known by
 construction. Every candidate sees the same JPEG-decoded pixels. Reported per
 candidate:
 - bodies: box recall by pasted height and precision (IoU >= 0.3 with a pasted
-  person's box) at the labeler's min_score;
+  person's box) at the labeler's min_body_score;
 - faces: recall of faces >= 24 px and precision (a box containing a labeled
   face centre), boxes on smaller labeled faces not counted;
 - gate: recall of images with people and share of empty images held back, at
-  several thresholds on the image's strongest evidence;
+  the gate's thresholds (GateThresholds) and around them;
 - people_count within +-1, and CPU ms per image (one thread).
 """
 
@@ -34,18 +34,20 @@ from humantag.workers.labelers import LabelerOptions
 from humantag.workers.labelers.cpu.analyse import Analysis
 from humantag.workers.labelers.cpu.detectors import Detection, iou
 from humantag.workers.labelers.cpu.labeler import CpuLabeler, analysis_output
+from humantag.workers.labelers.gate import GateThresholds
 
 log = logging.getLogger("bench.detector_candidates")
 
 CANDIDATES: dict[str, dict[str, object]] = {
-    "cnn": {},  # small-people pass as 300 px tiles
-    "cnn-one-pass": {"body_tiles": False},  # small-people pass over the whole 768 px copy, lowest layers
-    "cnn-no-small-pass": {"body_side": 0},
-    "cnn-face-20": {"min_face": 20},
+    "yolo": {},  # the default: YOLOv4-tiny at 832 px, a closer look when nobody was found; MTCNN from 16 px
+    "yolo-one-look": {"look_again": False},
+    "yolo-736": {"body_side": 736},
+    "yolo-fast": {"body_side": 704, "min_face": 20, "look_again": False},  # the cheaper settings docs/cpu-labeler.md names
+    "ssdlite": {"body_net": "ssdlite", "body_side": 768, "min_body_score": 0.5},  # the first CNN: squashed pass + 300 px tiles of a 768 px copy
     "haar-hog": {"detectors": "haar-hog"},
     "haar-hog-768": {"detectors": "haar-hog", "detect_side": 768},
 }
-THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
+GATE_GRID = [GateThresholds(face, body) for face in (0.3, 0.5, 0.7) for body in (0.05, 0.1, 0.2, 0.3)]
 
 
 @dataclass
@@ -98,17 +100,21 @@ def report(name: str, results: list[Result], labels: list[dict]) -> None:
     truth = {label["image"]: label for label in labels}
     metrics = evaluate(rows, truth)
     by_height, body_precision = body_scores(results, labels)
-    people = [r.analysis.evidence.score for r, lab in zip(results, labels) if lab["people_count"] > 0]
-    empty = [r.analysis.evidence.score for r, lab in zip(results, labels) if lab["people_count"] == 0]
-    gate = ", ".join(
-        f"{t:g}: {np.mean([s >= t for s in people]):.3f}/{np.mean([s < t for s in empty]):.2f}" for t in THRESHOLDS
-    )
+    people = [r.analysis.evidence for r, lab in zip(results, labels) if lab["people_count"] > 0]
+    empty = [r.analysis.evidence for r, lab in zip(results, labels) if lab["people_count"] == 0]
+
+    def gate_at(t: GateThresholds) -> str:
+        recall = np.mean([t.decide(e)[0] for e in people])
+        held = np.mean([not t.decide(e)[0] for e in empty])
+        return f"face {t.face:g} body {t.body:g}: {recall:.3f}/{held:.2f}"
+
+    gate = gate_at(GateThresholds()) + " (default); " + ", ".join(gate_at(t) for t in GATE_GRID if t != GateThresholds())
     ms = np.mean([r.cpu_ms for r in results])
     print(f"{name}: {ms:.0f} ms/img cpu ({1000 / ms:.1f} img/s/core)")
     print(f"  bodies  recall by height {by_height}, precision {body_precision:.3f}")
     print(f"  faces   >=24px recall {metrics.faces.recall} ({metrics.faces.matched}/{metrics.faces.labeled_faces}), precision {metrics.faces.precision}")
     print(f"  count   within +-1 {metrics.people_count.within_one}, exact {metrics.people_count.exact} ({metrics.people_count.images} scenes)")
-    print(f"  gate    threshold: recall/empty held back  {gate}")
+    print(f"  gate    recall/empty held back at  {gate}")
 
 
 def main() -> None:

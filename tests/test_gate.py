@@ -12,7 +12,7 @@ from humantag.workers.attributes import Box, Person
 from humantag.workers.images import DecodedImage
 from humantag.workers.labelers import REGISTRY, LabelerOptions, LabelOutput, create_labeler
 from humantag.workers.labelers.base import Labeler, LabelerIdentity
-from humantag.workers.labelers.gate import DEFAULT_THRESHOLD, attach_boxes
+from humantag.workers.labelers.gate import GateThresholds, attach_boxes
 
 PORTRAITS = {"astronaut.png", "camera.png", "grace_hopper.jpg"}
 
@@ -34,17 +34,46 @@ def test_no_person_skips_the_inner_labeler(devset_photos: list[Path]) -> None:
     # Incremental runs treat both kinds of rows as current.
     assert {r.labeler_version for r in rows.values()} <= {i.version for i in replica.labeler.current_identities()}
     info = replica.describe()
-    assert info["gate_inner"] == "image-facts" and info["gate_threshold"] == DEFAULT_THRESHOLD
-    assert info["labeler_version"].startswith(f"gate-{DEFAULT_THRESHOLD:g}/cpu-")
+    defaults = GateThresholds()
+    assert info["gate_inner"] == "image-facts"
+    assert info["gate_face_threshold"] == defaults.face and info["gate_body_threshold"] == defaults.body
+    assert info["labeler_version"].startswith(f"gate-face-{defaults.face:g}-body-{defaults.body:g}/cpu-")
 
 
-def test_threshold_is_configurable(devset_photos: list[Path]) -> None:
+def test_thresholds_are_configurable(devset_photos: list[Path]) -> None:
     portraits = [p for p in devset_photos if p.name in PORTRAITS]
+
+    def gate(face: float, body: float) -> LabelerReplica:
+        return LabelerReplica("gate", LabelerOptions(extra={"gate_inner": "cpu", "gate_face_threshold": face, "gate_body_threshold": body}))
+
     # Above any score (evidence is in [0, 1]): everything is held back, with its evidence recorded.
-    strict = label_files(LabelerReplica("gate", LabelerOptions(extra={"gate_inner": "cpu", "gate_threshold": 1.01})), portraits)
+    strict = label_files(gate(1.01, 1.01), portraits)
     assert all(r.gated and r.gate_score > 0.99 and r.gate_detector == "face" for r in strict.values())
-    lenient = label_files(LabelerReplica("gate", LabelerOptions(extra={"gate_inner": "cpu", "gate_threshold": 0.3})), portraits)
+    lenient = label_files(gate(0.3, 0.1), portraits)
     assert not any(r.gated for r in lenient.values()) and all(r.labeler == "cpu" for r in lenient.values())
+    # Bodies alone (faces can never open it): the portraits still pass, on their bodies.
+    bodies_only = label_files(gate(1.01, 0.2), portraits)
+    assert all(not r.gated and r.gate_detector == "body" for r in bodies_only.values())
+
+
+def test_the_row_records_the_candidate_that_decided() -> None:
+    from humantag.workers.labelers.cpu.analyse import Evidence
+
+    thresholds = GateThresholds(face=0.5, body=0.2)
+    assert thresholds.decide(Evidence(face=0.45, body=0.3)) == (True, 0.3, "body")
+    assert thresholds.decide(Evidence(face=0.9, body=0.3)) == (True, 0.9, "face")  # the stronger of the passing
+    assert thresholds.decide(Evidence(face=0.99, body=0.99)) == (True, 0.99, "face")
+    # Held back: the candidate nearest to passing is what the row records.
+    assert thresholds.decide(Evidence(face=0.45, body=0.1)) == (False, 0.45, "face")
+    assert thresholds.decide(Evidence(face=0.0, body=0.0)) == (False, 0.0, None)
+
+
+def test_unknown_or_bad_gate_options_fail_with_one_line() -> None:
+    with pytest.raises(ValueError, match="unknown gate option gate_threshold") as error:
+        create_labeler("gate", LabelerOptions(extra={"gate_threshold": 0.4}))
+    assert "gate_face_threshold" in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="above 0"):
+        create_labeler("gate", LabelerOptions(extra={"gate_body_threshold": 0}))
 
 
 def test_default_inner_is_humanvlm() -> None:

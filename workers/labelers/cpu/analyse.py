@@ -2,10 +2,12 @@
 
 Detection is done by a detector set (`CnnDetectors` by default, or the older
 `HaarHogDetectors`), which returns every face and body candidate in decoded
-pixels. Candidates at or above `min_score` become persons: one per face, plus
-one per body whose upper part holds no face (so nobody is counted twice).
-The strongest candidate of any kind, even below `min_score`, is the image's
-`evidence` of a person: the gate decides on it with its own threshold.
+pixels. Faces at or above `min_score` and bodies at or above `min_body_score`
+become persons: one per face, plus one per body whose upper part holds no
+face (so nobody is counted twice).
+The strongest face and the strongest body candidate, even below `min_score`,
+are the image's `evidence` of a person: the gate decides on them with its own
+thresholds.
 
 Thumbnails (longer side under THUMBNAIL_SIDE) are usually a tight crop of one
 face: they get a replicated border (detectors need a little context around a
@@ -26,7 +28,6 @@ from humantag.workers.attributes import Box, Person, PersonConfidence, Quality
 from humantag.workers.labelers.cpu.color import dominant_color, is_grayscale
 from humantag.workers.labelers.cpu.detectors import Detection, FaceDetector, Found, PersonDetector, load_cascade
 from humantag.workers.labelers.cpu.quality import measure_quality
-from humantag.workers.records import GateDetector
 
 THUMBNAIL_SIDE = 128
 THUMBNAIL_BORDER = 0.15  # of the shorter side, on each edge
@@ -41,18 +42,21 @@ class DetectorSet(Protocol):
 
 @dataclass(frozen=True)
 class Evidence:
-    """The strongest sign of a person in an image: what the gate decides on and records."""
+    """The strongest face and the strongest body candidate (0 when none): what the gate decides on.
 
-    score: float
-    detector: Optional[GateDetector]
+    Kept apart because the two networks' scores mean different things: on the
+    development scenes MTCNN scores false faces in fur and foam up to ~0.8,
+    while YOLO gives bodies in empty scenes no score at all (docs/cpu-labeler.md)."""
+
+    face: float
+    body: float
 
     @classmethod
     def of(cls, found: Found) -> "Evidence":
-        best = max(
-            [(d.score, "face") for d in found.faces] + [(d.score, "body") for d in found.bodies],
-            default=(0.0, None),
+        return cls(
+            round(float(max((d.score for d in found.faces), default=0.0)), 4),
+            round(float(max((d.score for d in found.bodies), default=0.0)), 4),
         )
-        return cls(round(float(best[0]), 4), best[1])  # type: ignore[arg-type]
 
 
 @dataclass
@@ -61,11 +65,6 @@ class Analysis:
     faces_visible: int
     quality: Quality
     evidence: Evidence
-
-    @property
-    def person_score(self) -> float:
-        """The strongest evidence of any person in the image (0 when none)."""
-        return self.evidence.score
 
 
 class HaarHogDetectors:
@@ -100,9 +99,10 @@ def _to_pixels(det: Detection, factor: float, border: int, width: int, height: i
 
 
 class ImageAnalyser:
-    def __init__(self, detectors: DetectorSet, min_score: float = 0.5) -> None:
+    def __init__(self, detectors: DetectorSet, min_score: float = 0.5, min_body_score: float = 0.5) -> None:
         self.detectors = detectors
-        self.min_score = min_score
+        self.min_score = min_score  # faces
+        self.min_body_score = min_body_score
         self.smile = load_cascade("haarcascade_smile.xml")
 
     def find(self, rgb: np.ndarray, gray: np.ndarray) -> Found:
@@ -122,7 +122,7 @@ class ImageAnalyser:
         quality = measure_quality(gray)
         found = self.find(rgb, gray)
         faces = [d for d in found.faces if d.score >= self.min_score]
-        bodies = [d for d in found.bodies if d.score >= self.min_score]
+        bodies = [d for d in found.bodies if d.score >= self.min_body_score]
         grayscale = is_grayscale(rgb)
         persons = [self._face_person(face, gray, rgb, grayscale, scale) for face in faces]
         for body in bodies:
@@ -173,8 +173,10 @@ class ImageAnalyser:
 
 
 def _face_in_body(face: Detection, body: Detection) -> bool:
+    """The face is this body's: its centre lies over the box and in its upper part, or up to one
+    face height above the box (in close-ups the body detector also boxes the torso below the head)."""
     cx, cy = face.center
-    return body.x <= cx <= body.x + body.w and body.y <= cy <= body.y + BODY_FACE_ZONE * body.h
+    return body.x <= cx <= body.x + body.w and body.y - face.h <= cy <= body.y + BODY_FACE_ZONE * body.h
 
 
 def _clothing_region_below_face(face: Detection, width: int, height: int) -> Optional[tuple[float, float, float, float]]:

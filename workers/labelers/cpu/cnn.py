@@ -1,33 +1,43 @@
-"""The CNN detector set: SSDLite bodies at two scales and MTCNN faces, in one image's pixels.
+"""The CNN detector set: people's bodies (YOLOv4-tiny, or SSDLite for comparison) and MTCNN faces, in one image's pixels.
 
-Bodies, two passes (measured on the development scenes, docs/cpu-labeler.md):
-- the whole image squashed to 300x300, the network's training input, with all
-  six predictor layers: people from ~1/3 of the image up to all of it;
-- the image at `body_side` px (longer side), cut into overlapping 300 px tiles
-  run as one batch (`body_tiles`, the default): small people, ~30-150 px in
-  that copy. Without tiles the copy is scanned whole, reading only the three
-  lowest layers (anchors 30-150 px; the higher ones fire on empty corners at
-  input sizes they were not trained on): ~35 % cheaper, finds fewer people.
-Boxes from both passes are merged by NMS. Faces: MTCNN down to `min_face` px
-in the decoded image.
+Bodies, `body_net`:
+- `yolov4-tiny` (the default): the whole image at `body_side` px (longer side).
+  When that pass and the faces found nobody, the image gets a closer look
+  (`look_again`): one more pass at 1.5x `body_side`, where people too small for
+  the first pass are found. "Nobody" means no face at `min_score` and no body
+  at `min_body_score`, the levels at which the labeler counts a person. An
+  image with someone found pays for one pass; one that seems empty pays for
+  both (the second ~2.25x the first), which is what a recall-first gate should
+  spend. (One enlarged pass found as many people as 2x2 enlarged tiles, at
+  ~half their cost: docs/cpu-labeler.md.)
+- `ssdlite` (the first CNN, kept for the side-by-side bench): the whole image
+  squashed to 300x300 (people from ~1/3 of the image up), plus the image at
+  `body_side` px cut into overlapping 300 px tiles (`body_tiles`; without
+  tiles the copy is scanned whole through the three lowest layers).
+Boxes from all passes are merged by NMS. Faces: MTCNN down to `min_face` px in
+the decoded image. Measured on the development scenes in docs/cpu-labeler.md.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import cv2
 import numpy as np
 
 from humantag.workers.labelers.cpu.detectors import Detection, Found, nms, suppress_duplicates
-from humantag.workers.labelers.cpu.mtcnn import FaceNet
-from humantag.workers.labelers.cpu.ssd import TRAIN_SIDE, PersonNet
+from humantag.workers.labelers.cpu.yolo import STRIDE
+
+BodyNetName = Literal["yolov4-tiny", "ssdlite"]
 
 # Candidates this weak are no evidence of anything; stronger ones may open the gate even
 # below the labeler's min_score (which decides who is counted as a person).
 EVIDENCE_FLOOR = 0.05
-SMALL_PEOPLE_LAYERS = 3
 BODY_NMS_IOU = 0.45
-SMALL_PERSON_MAX = 0.6  # of a tile: taller boxes in a tile are fragments of someone the whole-image pass sees
-FRAGMENT_OWNER_SCORE = 0.3
+LOOK_AGAIN_ZOOM = 1.5
+SSD_SMALL_PEOPLE_LAYERS = 3
+SSD_SMALL_PERSON_MAX = 0.6  # of a tile: taller boxes in a tile are fragments of someone the whole-image pass sees
+SSD_FRAGMENT_OWNER_SCORE = 0.3
 
 
 def _inside(inner: Detection, outer: Detection, share: float = 0.6) -> bool:
@@ -37,35 +47,82 @@ def _inside(inner: Detection, outer: Detection, share: float = 0.6) -> bool:
     return w * h >= share * inner.w * inner.h
 
 
-class CnnDetectors:
-    """One instance per thread: an OpenCV network is not safe to share between threads."""
+class YoloBodies:
+    def __init__(self, side: int, look_again: bool) -> None:
+        from humantag.workers.labelers.cpu.yolo import YoloPersonNet
 
-    def __init__(self, body_side: int = 768, min_face: float = 16.0, body_tiles: bool = True) -> None:
-        self.body_side = body_side
-        self.body_tiles = body_tiles
-        self.bodies = PersonNet()
-        self.faces = FaceNet(min_face)
+        self.net = YoloPersonNet()
+        self.side = side
+        self.look_again = look_again
 
-    def find_bodies(self, rgb: np.ndarray) -> list[Detection]:
+    def find(self, rgb: np.ndarray) -> list[Detection]:
+        return self.net.detect(rgb, EVIDENCE_FLOOR, self.side)
+
+    def find_closer(self, rgb: np.ndarray) -> list[Detection]:
+        """The closer look: the image enlarged, so small people reach the network's smallest anchors."""
+        return self.net.detect(rgb, EVIDENCE_FLOOR, round(self.side * LOOK_AGAIN_ZOOM / STRIDE) * STRIDE)
+
+
+class SsdBodies:
+    def __init__(self, side: int, tiles: bool) -> None:
+        from humantag.workers.labelers.cpu.ssd import PersonNet
+
+        self.net = PersonNet()
+        self.side = side
+        self.tiles = tiles
+        self.look_again = False
+
+    def find(self, rgb: np.ndarray) -> list[Detection]:
+        from humantag.workers.labelers.cpu.ssd import TRAIN_SIDE
+
         height, width = rgb.shape[:2]
         square = cv2.resize(rgb, (TRAIN_SIDE, TRAIN_SIDE), interpolation=cv2.INTER_AREA)
         sx, sy = width / TRAIN_SIDE, height / TRAIN_SIDE
-        large = [Detection(d.x * sx, d.y * sy, d.w * sx, d.h * sy, d.score, d.kind) for d in self.bodies.detect(square, EVIDENCE_FLOOR)]
+        large = [Detection(d.x * sx, d.y * sy, d.w * sx, d.h * sy, d.score, d.kind) for d in self.net.detect(square, EVIDENCE_FLOOR)]
         small: list[Detection] = []
-        if self.body_side and max(height, width) > TRAIN_SIDE:
-            factor = min(1.0, self.body_side / max(height, width))
+        if self.side and max(height, width) > TRAIN_SIDE:
+            factor = min(1.0, self.side / max(height, width))
             sized = rgb if factor == 1.0 else cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-            if self.body_tiles:
-                found = [d for d in self.bodies.detect_tiles(sized, EVIDENCE_FLOOR) if d.h <= SMALL_PERSON_MAX * TRAIN_SIDE]
+            if self.tiles:
+                found = [d for d in self.net.detect_tiles(sized, EVIDENCE_FLOOR) if d.h <= SSD_SMALL_PERSON_MAX * TRAIN_SIDE]
             else:
-                found = self.bodies.detect(sized, EVIDENCE_FLOOR, layers=SMALL_PEOPLE_LAYERS, skip_corner=True)
+                found = self.net.detect(sized, EVIDENCE_FLOOR, layers=SSD_SMALL_PEOPLE_LAYERS, skip_corner=True)
             # A tile sees only part of a large person: such fragments lie inside that person's
             # box from the whole-image pass and are dropped (else one portrait counts as several).
-            people = [d for d in large if d.score >= FRAGMENT_OWNER_SCORE]
+            people = [d for d in large if d.score >= SSD_FRAGMENT_OWNER_SCORE]
             small = [d.scaled(1.0 / factor) for d in found]
             small = [d for d in small if not any(_inside(d, p) for p in people)]
-        return nms(large + small, BODY_NMS_IOU)
+        return large + small
+
+    def find_closer(self, rgb: np.ndarray) -> list[Detection]:
+        return []
+
+
+class CnnDetectors:
+    """One instance per thread: an OpenCV network is not safe to share between threads."""
+
+    def __init__(
+        self,
+        body_net: BodyNetName = "yolov4-tiny",
+        body_side: int = 832,
+        min_face: float = 16.0,
+        body_tiles: bool = True,
+        look_again: bool = True,
+        someone_at: tuple[float, float] = (0.5, 0.3),
+    ) -> None:
+        self.bodies = YoloBodies(body_side, look_again) if body_net == "yolov4-tiny" else SsdBodies(body_side, body_tiles)
+        from humantag.workers.labelers.cpu.mtcnn import FaceNet  # torch: imported only when the CNN set is used
+
+        self.faces = FaceNet(min_face)
+        self.someone_at = someone_at  # (face, body) scores counted as a person: found one, no closer look
+
+    def find_bodies(self, rgb: np.ndarray, faces: list[Detection]) -> list[Detection]:
+        found = self.bodies.find(rgb)
+        face_at, body_at = self.someone_at
+        if self.bodies.look_again and not any(d.score >= face_at for d in faces) and not any(d.score >= body_at for d in found):
+            found += self.bodies.find_closer(rgb)
+        return nms(found, BODY_NMS_IOU)
 
     def find(self, rgb: np.ndarray, gray: np.ndarray, bodies: bool = True) -> Found:
-        faces = self.faces.detect(rgb, EVIDENCE_FLOOR) if min(rgb.shape[:2]) >= 12 else []
-        return Found(faces=suppress_duplicates(faces, 0.3), bodies=self.find_bodies(rgb) if bodies else [])
+        faces = suppress_duplicates(self.faces.detect(rgb, EVIDENCE_FLOOR), 0.3) if min(rgb.shape[:2]) >= 12 else []
+        return Found(faces=faces, bodies=self.find_bodies(rgb, faces) if bodies else [])

