@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from humantag.workers.labelers.cpu.detectors import Detection, nms_boxes
-from humantag.workers.labelers.cpu.weights import SSDLITE_PERSON, DetectorUnavailable
+from humantag.workers.labelers.cpu.weights import SSDLITE_PERSON, DetectorUnavailable, load_opencv_net
 
 TRAIN_SIDE = 300
 NUM_LAYERS = 6
@@ -99,14 +99,12 @@ def load_person_net() -> cv2.dnn.Net:
     pb = SSDLITE_PERSON.locate()
     with tempfile.TemporaryDirectory(prefix="humantag-ssd-") as tmp:
         graph = Path(tmp) / "ssdlite.pbtxt"
-        try:
+
+        def read() -> cv2.dnn.Net:
             _convolutional_graph(pb, graph)
-            net = cv2.dnn.readNetFromTensorflow(str(pb), str(graph))
-        except cv2.error as exc:
-            raise DetectorUnavailable(f"OpenCV could not load the person detector {pb}: {str(exc).strip().splitlines()[-1]}") from None
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
-    return net
+            return cv2.dnn.readNetFromTensorflow(str(pb), str(graph))
+
+        return load_opencv_net(pb, read)
 
 
 class PersonNet:

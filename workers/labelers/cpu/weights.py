@@ -12,6 +12,9 @@ from __future__ import annotations
 import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+import cv2
 
 REQUIREMENTS_FILE = "workers/labelers/cpu/detector-weights.txt"
 
@@ -45,6 +48,17 @@ class WeightFile:
             return f"{self.distribution}-{importlib.metadata.version(self.distribution)}"
         except importlib.metadata.PackageNotFoundError:
             return f"{self.distribution}-missing"
+
+
+def load_opencv_net(weights: Path, read: Callable[[], cv2.dnn.Net]) -> cv2.dnn.Net:
+    """`read()` the network from `weights` on OpenCV's CPU backend; OpenCV's error becomes one line."""
+    try:
+        net = read()
+    except cv2.error as exc:
+        raise DetectorUnavailable(f"OpenCV could not load the person detector {weights}: {str(exc).strip().splitlines()[-1]}") from None
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    return net
 
 
 # SSDLite + MobileNetV2, retrained on one class (person): TensorFlow frozen graph, MIT.

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from humantag.workers.labelers.cpu.detectors import Detection, nms_boxes
-from humantag.workers.labelers.cpu.weights import YOLO_CFG, YOLO_WEIGHTS, DetectorUnavailable
+from humantag.workers.labelers.cpu.weights import YOLO_CFG, YOLO_WEIGHTS, load_opencv_net
 
 PERSON_CLASS = 0  # COCO
 STRIDE = 32
@@ -30,13 +30,7 @@ def input_size(height: int, width: int, side: int) -> tuple[int, int]:
 
 def load_yolo_net() -> cv2.dnn.Net:
     weights, cfg = YOLO_WEIGHTS.locate(), YOLO_CFG.locate()
-    try:
-        net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
-    except cv2.error as exc:
-        raise DetectorUnavailable(f"OpenCV could not load the person detector {weights}: {str(exc).strip().splitlines()[-1]}") from None
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
-    return net
+    return load_opencv_net(weights, lambda: cv2.dnn.readNetFromDarknet(str(cfg), str(weights)))
 
 
 class YoloPersonNet:
