@@ -78,9 +78,10 @@ class GateThresholds:
 
 
 GATE_KEYS = frozenset({"gate_face_threshold", "gate_body_threshold", "gate_inner", "gate_workers", "gate_pass_rate"})
-# With 2, a `humantag run --labeler gate` on this 2-CPU machine hung with the CNN detectors
-# (cause not established: the replica then asks Ray for both CPUs, or torch and OpenCV DNN in
-# two threads inside an actor; in-process it works). One until that is understood.
+# With 2, a `humantag run --labeler gate` on this 2-CPU machine once hung with the SSDLite set
+# (cause not established). Since the detectors stopped setting torch's thread count per thread
+# (CpuLabeler.load), 6 runs of 96 images with 2 workers (YOLO and SSDLite bodies) finished, at
+# 4.3 against 2.8 images/s with 1 (docs/cpu-labeler.md). One until a hang is ruled out.
 DEFAULT_WORKERS = 1
 DEFAULT_PASS_RATE = 1.0  # no assumption: every image may have people
 
