@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Optional, TypeVar
 
@@ -29,10 +30,17 @@ from humantag.flows import progress
 T = TypeVar("T")
 GRACE_S = 8.0  # for the flow to stop after the pool is killed, before the process exits anyway
 _signal_received: Optional[int] = None
+_hurry = threading.Event()  # a second signal came: stop waiting for the flow
 
 
 def _raise_interrupt(signum: int, _frame: object) -> None:
     global _signal_received
+    if _signal_received is not None:
+        # Ctrl-C twice, or a wrapper such as `timeout` forwarding the signal it got: raised again
+        # while the first is handled, it would unwind the main thread past our line into Python's
+        # normal exit and its hooks. It only cuts the wait short.
+        _hurry.set()
+        return
     _signal_received = signum
     raise KeyboardInterrupt
 
@@ -91,16 +99,16 @@ def _ray_started() -> bool:
 
 
 def _stop(thread: threading.Thread) -> None:
-    progress.state.stop.set()
-    # From here on only our line is printed: Ray workers and Prefect's clients complain as they go down.
+    # From here on only our line is printed: Ray workers and Prefect's clients complain as they go
+    # down, and the flow thread starts failing as soon as it sees the stop, so silence comes first.
     stderr = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     logging.disable(logging.CRITICAL)
-    try:
-        thread.join(GRACE_S)
-    except KeyboardInterrupt:  # a second Ctrl-C: don't wait
-        pass
+    progress.state.stop.set()
+    deadline = time.monotonic() + GRACE_S
+    while thread.is_alive() and not _hurry.is_set() and time.monotonic() < deadline:
+        thread.join(0.1)
     os.write(stderr, (message() + "\n").encode())
     hard_exit(exit_code())
 

@@ -1,0 +1,58 @@
+"""Ctrl-C and SIGTERM end a run in one line, also when the signal comes twice or the flow complains.
+
+The CLI-level sequences (interrupted run, rerun: one row and one document per image) are in
+tests/test_run_e2e.py; these drive flows/interrupts.py in a small process of its own, since it
+ends the process it runs in."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+# A flow that goes down noisily (a log record and a traceback-like line on stderr as soon as it
+# sees the stop, as Prefect and Ray do) and never returns by itself.
+FLOW = """
+import logging, sys, time
+from humantag.flows import interrupts, progress
+interrupts.install()
+def work():
+    print("ready", flush=True)
+    while not progress.state.stop.is_set():
+        time.sleep(0.005)
+    logging.getLogger("prefect.events.utilities").error("Error emitting event")
+    print("Traceback (most recent call last): RuntimeError: can't register atexit after shutdown", file=sys.stderr, flush=True)
+    time.sleep(60)
+interrupts.run_interruptible(work)
+"""
+LINE = "humantag: interrupted before the plan was made; rerun the same command to resume"
+
+
+def _flow() -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", FLOW], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.mark.parametrize("gap_s", [0.0, 0.05])
+def test_two_signals_end_in_one_line_and_130(gap_s: float) -> None:
+    # Back to back (a wrapper such as `timeout` forwarding the signal it got), or a second Ctrl-C
+    # while the flow is being stopped: either way one line, exit 130, no traceback.
+    proc = _flow()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(gap_s)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == [LINE]
+
+
+def test_sigterm_ends_in_one_line_and_143() -> None:
+    proc = _flow()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert err.strip().splitlines() == [LINE]
