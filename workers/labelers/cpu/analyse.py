@@ -45,8 +45,8 @@ class Evidence:
     """The strongest face and the strongest body candidate (0 when none): what the gate decides on.
 
     Kept apart because the two networks' scores mean different things: on the
-    development scenes MTCNN scores false faces in fur and foam up to ~0.8,
-    while YOLO gives bodies in empty scenes no score at all (docs/cpu-labeler.md)."""
+    development scenes MTCNN scores false faces in fur and foam up to ~0.97,
+    while YOLO gives almost no body in an empty image a score (docs/cpu-labeler.md)."""
 
     face: float
     body: float

@@ -40,7 +40,7 @@ class CpuOptions(BaseModel):
     min_body_score: float = Field(0.3, description="cnn: bodies below this score are not counted as persons")
     body_net: BodyNetName = Field("yolov4-tiny", description="cnn: the body detector (ssdlite: the first one, for comparison)")
     body_side: int = Field(832, description="cnn: longer side the body detector sees the image at (ssdlite: of the copy cut into 300 px tiles; 0: off)")
-    look_again: bool = Field(True, description="cnn, yolov4-tiny: when nobody was found, look again at 2x2 enlarged tiles")
+    look_again: bool = Field(True, description="cnn, yolov4-tiny: when nobody was found, look again at 1.5x body_side")
     body_tiles: bool = Field(True, description="cnn, ssdlite: scan the small-people copy as 300 px tiles (false: one pass, lowest layers only)")
     min_face: float = Field(16.0, description="cnn: smallest face searched, in decoded pixels")
     threads: int = Field(1, description="OpenCV and torch threads per replica (the replica asks Ray for 1 CPU)")
