@@ -8,8 +8,8 @@ Bodies, `body_net`:
   at `min_body_score`, the levels at which the labeler counts a person. An
   image with someone found pays for one pass; one that seems empty pays for
   both (the second ~2.25x the first), which is what a recall-first gate should
-  spend. (One enlarged pass found as many people as 2x2 enlarged tiles, at
-  ~half their cost: docs/cpu-labeler.md.)
+  spend. (One enlarged pass found as many people as 2x2 enlarged tiles, which
+  cost 4 passes' worth to its 2.25: docs/cpu-labeler.md.)
 - `ssdlite` (the first CNN, kept for the side-by-side bench): the whole image
   squashed to 300x300 (people from ~1/3 of the image up), plus the image at
   `body_side` px cut into overlapping 300 px tiles (`body_tiles`; without
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from humantag.workers.labelers.cpu.detectors import Detection, Found, nms, suppress_duplicates
-from humantag.workers.labelers.cpu.yolo import STRIDE
+from humantag.workers.labelers.cpu.yolo import STRIDE, YoloPersonNet
 
 BodyNetName = Literal["yolov4-tiny", "ssdlite"]
 
@@ -49,8 +49,6 @@ def _inside(inner: Detection, outer: Detection, share: float = 0.6) -> bool:
 
 class YoloBodies:
     def __init__(self, side: int, look_again: bool) -> None:
-        from humantag.workers.labelers.cpu.yolo import YoloPersonNet
-
         self.net = YoloPersonNet()
         self.side = side
         self.look_again = look_again
