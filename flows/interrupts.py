@@ -67,28 +67,34 @@ def message() -> str:
 def run_interruptible(work: Callable[[], T]) -> T:
     """`work()` in a thread; on Ctrl-C/SIGTERM stop it, print one line and exit 130/143."""
     outcome: dict[str, object] = {}
+    # Not thread.is_alive(): after a KeyboardInterrupt lands inside Thread.join, Python 3.11 may
+    # report a running thread as stopped, and the grace below would never wait.
+    finished = threading.Event()
 
     def target() -> None:
         try:
             outcome["value"] = work()
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             outcome["error"] = exc
+        finally:
+            finished.set()
 
     thread = threading.Thread(target=target, name="humantag-flow", daemon=True)
-    thread.start()
     ray_seen = False
     try:
-        while thread.is_alive():
-            thread.join(0.2)
+        # Started inside the try: a signal that comes as soon as the flow is running (before the
+        # main thread reaches its wait) must be handled like any other, not escape as a traceback.
+        thread.start()
+        while not finished.wait(0.2):
             if not ray_seen and _ray_started():
                 # Ray's core worker installs its own C-level SIGTERM handler (it prints "*** SIGTERM received");
                 # the flow starts Ray in its thread, so take the signal back from here, the main thread.
                 ray_seen = True
                 install()
     except KeyboardInterrupt:
-        _stop(thread)
+        _stop(finished)
     if progress.state.stop.is_set():
-        _stop(thread)
+        _stop(finished)
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["value"]  # type: ignore[return-value]
@@ -98,7 +104,7 @@ def _ray_started() -> bool:
     return "ray" in sys.modules and sys.modules["ray"].is_initialized()
 
 
-def _stop(thread: threading.Thread) -> None:
+def _stop(finished: threading.Event) -> None:
     # From here on only our line is printed: Ray workers and Prefect's clients complain as they go
     # down, and the flow thread starts failing as soon as it sees the stop, so silence comes first.
     stderr = os.dup(2)
@@ -107,8 +113,8 @@ def _stop(thread: threading.Thread) -> None:
     logging.disable(logging.CRITICAL)
     progress.state.stop.set()
     deadline = time.monotonic() + GRACE_S
-    while thread.is_alive() and not _hurry.is_set() and time.monotonic() < deadline:
-        thread.join(0.1)
+    while not finished.wait(0.1) and not _hurry.is_set() and time.monotonic() < deadline:
+        pass
     os.write(stderr, (message() + "\n").encode())
     hard_exit(exit_code())
 

@@ -33,7 +33,7 @@ from humantag.flows.incremental import CurrentVersions, build_full_plan, build_i
 from humantag.flows.indexing import ShardIndexing
 from humantag.flows.plan import RunPlan, ShardSpec, load_plan
 from humantag.flows.run_ids import resolve_run_id
-from humantag.flows.runtime import send_logs_to_prefect
+from humantag.flows.runtime import send_logs_to_prefect, start_temporary_prefect_server
 from humantag.flows.ray_runtime import ensure_ray
 from humantag.flows.shard_runner import ShardStats, load_markers, run_shard
 from humantag.indexers.layout import OutputLayout
@@ -431,4 +431,5 @@ def publish_artifact(summary: RunSummary, done_now: list[ShardStats]) -> None:
 
 def run_label_archive(config: RunConfig) -> RunSummary:
     """Run the flow in this process (Prefect's temporary server unless PREFECT_API_URL is set)."""
+    start_temporary_prefect_server()
     return label_archive(config)

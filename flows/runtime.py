@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 
 from humantag.flows.errors import HideRunFailureLogs
 
@@ -27,6 +28,9 @@ DEFAULT_ENV = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     # Our lines from threads outside a flow run (the stall watch) are not an error.
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    # Prefect's temporary server gets 20 s to answer by default; on a busy 2-core machine (Ray
+    # starting beside it) that is not always enough, and the run would fail before it began.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
 }
 
 
@@ -79,3 +83,23 @@ def send_logs_to_prefect() -> None:
             logger.addHandler(APILogHandler())
         if logger.getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)
+
+
+_temporary_server_lock = threading.Lock()
+
+
+def start_temporary_prefect_server() -> None:
+    """Without PREFECT_API_URL, start Prefect's temporary server now, once per process.
+
+    Prefect starts it lazily from whichever thread first needs a client, and its start is not
+    guarded: two flows starting at once in one process each spawn a server, one of which is never
+    stopped (it keeps the terminal's output open after we exit) or one times out waiting.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    with _temporary_server_lock:
+        SubprocessASGIServer().start()

@@ -5,15 +5,12 @@ import os
 import shutil
 import tempfile
 
-# Before any import of prefect or ray: no telemetry, no server, no network.
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from humantag.flows.runtime import apply_default_environment
+
+# Before any import of prefect or ray: the CLI's own defaults (no telemetry, quiet), and no hub.
+apply_default_environment()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-# humantag loggers carry a Prefect API handler once a flow ran in-process; lines outside a flow run are fine.
-os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 # A Prefect home of the suite's own: its sqlite database is not shared with
 # other Prefect processes on the machine (concurrent writers lock it).
 if "PREFECT_HOME" not in os.environ:
