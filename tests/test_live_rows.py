@@ -11,6 +11,7 @@ import concurrent.futures
 import datetime as dt
 import io
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -198,6 +199,24 @@ def test_full_incremental_full_keeps_one_live_row(place, ray_local, search_index
     assert [r["uri"].rsplit("/", 1)[1] for r in tombstones] == ["005.png"]
 
 
+def _temporary_prefect_servers() -> list[int]:
+    """Pids of this process's children that serve Prefect's API (its temporary server)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == os.getpid() and b"uvicorn" in command and b"prefect.server" in command:
+            found.append(int(entry))
+    return found
+
+
 def test_two_concurrent_runs_leave_one_live_row_and_one_document(place, ray_local, search_index):
     from humantag.flows.label_archive import plan_run
 
@@ -209,6 +228,9 @@ def test_two_concurrent_runs_leave_one_live_row_and_one_document(place, ray_loca
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         summaries = list(pool.map(run_label_archive, configs))
     assert [s.total_images for s in summaries] == [12, 12]
+    # Both flows started at once in one process share one temporary Prefect server (a second one
+    # would never be stopped and keep the terminal's output open after the process ends).
+    assert len(_temporary_prefect_servers()) <= 1
     # Every image has a row from each run; the newer is the live one, in the ledger and in the index.
     assert len(_physical_rows(place)) == 24
     _assert_one_live_row(place, 12, search_index, physical_once=False)
