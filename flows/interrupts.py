@@ -11,7 +11,9 @@ signals the group) stops that server too, and Prefect's exit hooks then retry
 its event websocket (`Unable to connect to ws://.../api/events/in`) for over a
 minute before failing with an httpx traceback. Committed shards need none of it:
 each Parquet file and marker is written atomically, and a rerun of the same
-command resumes from the markers.
+command resumes from the markers. With PREFECT_API_URL, the flow run is marked
+Crashed with our line as its message before we go (as Prefect's engine marks a
+run it sees interrupted), so the server never shows it Running or as a bug.
 """
 
 from __future__ import annotations
@@ -115,8 +117,33 @@ def _stop(finished: threading.Event) -> None:
     deadline = time.monotonic() + GRACE_S
     while not finished.wait(0.1) and not _hurry.is_set() and time.monotonic() < deadline:
         pass
+    _report_crash_to_prefect_server()
     os.write(stderr, (message() + "\n").encode())
     hard_exit(exit_code())
+
+
+def _report_crash_to_prefect_server(timeout_s: float = 3.0) -> None:
+    """With PREFECT_API_URL, mark the flow run Crashed (as Prefect's engine does on a signal), or
+    it would show as Running forever: we exit before the engine can report anything."""
+    flow_run_id = progress.state.flow_run_id
+    if flow_run_id is None:
+        return
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return  # the temporary server goes down with us: nobody will look
+
+    def report() -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Crashed
+
+        why = f"{signal.Signals(exit_code() - 128).name}: {message().removeprefix('humantag: ')}"
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run_id, Crashed(message=why), force=True)
+
+    reporter = threading.Thread(target=report, name="humantag-report-crash", daemon=True)
+    reporter.start()
+    reporter.join(timeout_s)  # an unreachable server must not hold up the exit
 
 
 def hard_exit(code: int) -> None:

@@ -269,6 +269,7 @@ def name_flow_run(run_id: str, tags: list[str]) -> Optional[str]:
     flow_run_id = flow_run.get_id()
     if flow_run_id is None:
         return None
+    progress.state.flow_run_id = str(flow_run_id)
     with get_client(sync_client=True) as client:
         current = client.read_flow_run(flow_run_id)
         client.update_flow_run(flow_run_id, name=run_id, tags=sorted(set(current.tags) | set(tags)))

@@ -43,6 +43,7 @@ class RunState:
         self.shards_total: Optional[int] = None
         self.shards_done = 0
         self.last_progress = time.monotonic()
+        self.flow_run_id: Optional[str] = None  # the Prefect flow run, to report an interrupt to its server
 
     def planned(self, total: int, done: int) -> None:
         self.shards_total, self.shards_done = total, done

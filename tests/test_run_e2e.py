@@ -163,17 +163,34 @@ def _photos(folder: Path, count: int) -> None:
         Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(folder / f"{i:04d}.jpg", quality=80)
 
 
+def _flow_runs_named(prefect_server, name: str) -> list:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def read() -> list:
+        async with get_client() as client:
+            return await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        return asyncio.run(read())
+
+
 @pytest.mark.parametrize(
     "command, sig",
     [("run", signal.SIGTERM), ("backfill", signal.SIGKILL), ("backfill", signal.SIGINT)],
     ids=["run-sigterm", "backfill-sigkill", "backfill-ctrl-c"],
 )
-def test_interrupted_driver_then_rerun_gives_exactly_one_row_and_one_document_per_image(tmp_path, command, sig, search_index):
+def test_interrupted_driver_then_rerun_gives_exactly_one_row_and_one_document_per_image(tmp_path, command, sig, search_index, prefect_server):
     src, dest = tmp_path / "src", tmp_path / "out"
     _photos(src, 240)
     args = (command, str(src), "--out", str(dest), "--labeler", "image-facts", "--shard-size", "8",
             "--shard-concurrency", "1", "--batch-size", "4", "--no-progress", "--json")
     env = search_index.env()  # every shard is indexed after its commit, the rerun catches up
+    if sig == signal.SIGTERM:  # a scheduler's SIGTERM: a deployed run, reporting to a Prefect server
+        env["PREFECT_API_URL"] = prefect_server.api_url
     proc = popen_cli(*args, env=env)
     markers = None
     deadline = time.monotonic() + 240
@@ -197,9 +214,16 @@ def test_interrupted_driver_then_rerun_gives_exactly_one_row_and_one_document_pe
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert proc.returncode == 128 + sig, stderr
         assert re.fullmatch(r"humantag: interrupted after \d+ of 30 shards; rerun the same command to resume", lines[-1]), stderr
-        assert len(lines) <= 2 and "Traceback" not in stderr, stderr  # the start line, then the one line
+        # The start line (and with a Prefect server, the flow run's address), then the one line.
+        assert len(lines) <= 2 + ("PREFECT_API_URL" in env) and "Traceback" not in stderr, stderr
     done_at_kill = len(list((dest / "_runs").glob("*/shards/*.json")))
     assert done_at_kill < 30, "the run finished before it could be killed"
+    if sig == signal.SIGTERM:  # the server shows the run as crashed, saying why, not as Running forever
+        (run_id,) = [p.name for p in (dest / "_runs").iterdir()]
+        (flow_run,) = _flow_runs_named(prefect_server, run_id)
+        assert flow_run.state.type.value == "CRASHED", flow_run.state
+        assert re.fullmatch(r"SIGTERM: interrupted after \d+ of 30 shards; rerun the same command to resume",
+                            flow_run.state.message), flow_run.state.message
 
     result = run_cli(*args, env=env)
     assert result.returncode == 0, result.stderr
