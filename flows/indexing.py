@@ -6,16 +6,20 @@ index marker) and the next sync, at the end of this run, the next run, or
 `humantag index`, picks it up.
 
 A breaker keeps an outage from slowing labeling: per-shard indexing makes one
-attempt (no backoff while the shard holds its slot), and the first failure to
-reach OpenSearch opens the breaker for the rest of the run, so later shards
-skip indexing at once. `finish()` then makes the one catch-up sync, with the
-full retry policy.
+attempt (no backoff while the shard holds its slot), and a failure to reach
+OpenSearch opens the breaker, so later shards skip indexing at once. After
+`retry_after_s` the next shard tries again (one shard at a time): if OpenSearch
+answers, the breaker closes and shards are indexed as they commit again (a
+backfill of many hours keeps its documents searchable after a short outage);
+if not, it stays open for another `retry_after_s`. `finish()` makes the one
+catch-up sync of whatever was skipped, with the full retry policy.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Optional
 
 import fsspec
@@ -43,26 +47,45 @@ class ShardIndexing:
         self._client = None
         self._target: Optional[str] = None
         self._unavailable: Optional[str] = None  # set: the breaker is open, shards stay pending
+        self._retry_at = 0.0  # while open: when the next shard may try OpenSearch again
+        self._probing = False  # a shard is trying it now (the others keep skipping)
         self.per_shard = IndexReport()
 
     def _connect(self) -> Optional[str]:
+        """The index to write to, or None: the breaker is open (or another shard is trying OpenSearch)."""
         with self._lock:
-            if self._target is None and self._unavailable is None:
+            if self._unavailable is not None:
+                if self._probing or time.monotonic() < self._retry_at:
+                    return None
+                self._probing = True
+            if self._target is None:
                 try:
                     self._client = self.settings.client()
                     self._target = ensure_index(self._client, IndexNames(self.settings.index))
                 except Exception as exc:  # noqa: BLE001 - labels go on; the final sync reports it
                     self._trip(describe_unavailable(self.settings, exc))
-            return None if self._unavailable else self._target
+                    return None
+            return self._target
 
     def _trip(self, reason: str) -> None:
-        """Open the breaker (caller holds the lock or is the only writer): later shards skip indexing."""
+        """Open the breaker (caller holds the lock or is the only writer): shards skip indexing for a while."""
         if self._unavailable is None:
-            self._unavailable = reason
-            log.warning("%s; labeling goes on, shards are indexed by the catch-up sync at the end", reason)
+            log.warning("%s; labeling goes on, shards wait for the catch-up sync at the end (next try in %.0fs)",
+                        reason, self.settings.retry_after_s)
+        self._unavailable = reason
+        self._probing = False
+        self._retry_at = time.monotonic() + self.settings.retry_after_s
+
+    def _close(self) -> None:
+        if self._unavailable is not None:
+            log.warning("OpenSearch at %s answers again: shards are indexed as they commit; the ones skipped "
+                        "meanwhile are indexed by the catch-up sync at the end", self.settings.safe_urls())
+        self._unavailable = None
+        self._probing = False
 
     @property
     def tripped(self) -> Optional[str]:
+        """Why the breaker is open now (None: closed)."""
         return self._unavailable
 
     def index_shard(self, shard_id: str) -> None:
@@ -84,6 +107,8 @@ class ShardIndexing:
             if report.error:
                 self._trip(report.error if report.error.startswith("OpenSearch at")
                            else f"OpenSearch at {self.settings.safe_urls()} unavailable: {report.error}")
+            else:
+                self._close()
 
     def finish(self) -> IndexReport:
         """Index everything still pending (superseded/deleted rows rewrote older shards; earlier failures)."""

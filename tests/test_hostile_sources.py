@@ -344,3 +344,34 @@ def test_opensearch_lost_mid_run_opens_the_breaker_and_the_end_sync_reports_pend
     final = indexing.finish()
     # Without OpenSearch the sync cannot tell which physical index the markers are for: all count as pending.
     assert final.shards_indexed == 1 and final.shards_pending >= 2 and "unavailable" in (final.error or "")
+
+
+@pytest.mark.slow
+def test_the_breaker_closes_when_opensearch_answers_again(tmp_path: Path, search_index) -> None:
+    from humantag.flows.indexing import ShardIndexing
+    from tests.fixtures.flaky_proxy import FlakyProxy
+
+    fs, root = filesystem(str(tmp_path / "out"))
+    layout = OutputLayout(root)
+    for i in range(5):
+        write_shard(fs, layout.labels_file(f"s{i}"), [LabeledImage(
+            uri=f"file:///img-{i}.png", status="ok", labeler="t", labeler_version="t", run_id="r", shard_id=f"s{i}",
+            labeled_at=utcnow())])
+    with FlakyProxy(search_index.url) as proxy:
+        proxy.script.bulk.extend(["pass", "drop"])  # s0 indexed, s1's request dropped: an outage
+        settings = search_index.settings.model_copy(update={"urls": [proxy.url], "retry_after_s": 1.0})
+        indexing = ShardIndexing(settings, fs, layout, "r")
+        indexing.index_shard("s0")
+        indexing.index_shard("s1")
+        assert indexing.tripped
+        requests = proxy.script.bulk_requests
+        indexing.index_shard("s2")  # within retry_after_s: skipped without a request
+        assert proxy.script.bulk_requests == requests
+        time.sleep(1.2)
+        indexing.index_shard("s3")  # the try after retry_after_s: OpenSearch answers, the breaker closes
+        assert indexing.tripped is None
+        indexing.index_shard("s4")
+        assert indexing.per_shard.shards_indexed == 3  # s0, s3, s4 as they committed
+        final = indexing.finish()  # s1 and s2 by the catch-up sync
+    assert final.error is None and final.shards_pending == 0
+    assert search_index.count() == 5

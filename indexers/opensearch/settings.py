@@ -38,6 +38,8 @@ class OpenSearchSettings(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0, description="Seconds per OpenSearch request.")
     max_retries: int = Field(default=6, ge=0, description="Retries per bulk request (429, 5xx, connection errors), with backoff.")
     bulk_bytes: int = Field(default=10 * 2**20, ge=4096, description="Bytes of NDJSON per bulk request.")
+    retry_after_s: float = Field(default=60.0, gt=0, description="After OpenSearch failed during a run, seconds "
+                                 "before a shard tries it again (meanwhile shards wait for the sync at the end).")
 
     @model_validator(mode="before")
     @classmethod
