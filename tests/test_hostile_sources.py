@@ -318,6 +318,17 @@ def test_an_index_holding_the_alias_name_is_reported_as_a_clash(tmp_path: Path, 
     assert "unavailable" not in report.error and report.shards_pending == 1
 
 
+def _shards_of_one_row(out: Path, count: int) -> tuple:
+    """Committed shards s0..s<count-1> of run "r", one ok row each: what indexing reads."""
+    fs, root = filesystem(str(out))
+    layout = OutputLayout(root)
+    for i in range(count):
+        write_shard(fs, layout.labels_file(f"s{i}"), [LabeledImage(
+            uri=f"file:///img-{i}.png", status="ok", labeler="t", labeler_version="t", run_id="r", shard_id=f"s{i}",
+            labeled_at=utcnow())])
+    return fs, layout
+
+
 @pytest.mark.slow
 def test_opensearch_lost_mid_run_opens_the_breaker_and_the_end_sync_reports_pending(tmp_path: Path) -> None:
     from osmem_server import OsmemServer
@@ -325,12 +336,7 @@ def test_opensearch_lost_mid_run_opens_the_breaker_and_the_end_sync_reports_pend
     from humantag.flows.indexing import ShardIndexing
     from humantag.indexers.opensearch.settings import OpenSearchSettings
 
-    fs, root = filesystem(str(tmp_path / "out"))
-    layout = OutputLayout(root)
-    for i in range(3):
-        write_shard(fs, layout.labels_file(f"s{i}"), [LabeledImage(
-            uri=f"file:///img-{i}.png", status="ok", labeler="t", labeler_version="t", run_id="r", shard_id=f"s{i}",
-            labeled_at=utcnow())])
+    fs, layout = _shards_of_one_row(tmp_path / "out", 3)
     server = OsmemServer.start(japanese=False, addr="127.0.0.1:0")
     indexing = ShardIndexing(OpenSearchSettings(urls=server.url, index="breaker"), fs, layout, "r")
     try:
@@ -351,12 +357,7 @@ def test_the_breaker_closes_when_opensearch_answers_again(tmp_path: Path, search
     from humantag.flows.indexing import ShardIndexing
     from tests.fixtures.flaky_proxy import FlakyProxy
 
-    fs, root = filesystem(str(tmp_path / "out"))
-    layout = OutputLayout(root)
-    for i in range(5):
-        write_shard(fs, layout.labels_file(f"s{i}"), [LabeledImage(
-            uri=f"file:///img-{i}.png", status="ok", labeler="t", labeler_version="t", run_id="r", shard_id=f"s{i}",
-            labeled_at=utcnow())])
+    fs, layout = _shards_of_one_row(tmp_path / "out", 5)
     with FlakyProxy(search_index.url) as proxy:
         proxy.script.bulk.extend(["pass", "drop"])  # s0 indexed, s1's request dropped: an outage
         settings = search_index.settings.model_copy(update={"urls": [proxy.url], "retry_after_s": 1.0})
