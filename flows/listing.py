@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from humantag.flows.errors import UserError
 from humantag.workers.loader import SourceObject
-from humantag.workers.storage import StorageAccessDenied, StorageOptions, classify_storage_error, filesystem, protocol_of
+from humantag.workers.storage import (StorageAccessDenied, StorageOptions, classify_storage_error, filesystem, protocol_of,
+                                      retrying)
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +103,9 @@ def iter_source(spec: SourceSpec, storage: StorageOptions, workers: int = 1,
         if protocol == "file":
             yield from _iter_local(spec, root, report)
         elif protocol in ("s3", "s3a") and workers > 1:
-            yield from _iter_s3_parallel(spec, fs, root, workers)
+            yield from _iter_s3_parallel(spec, fs, root, storage, workers)
         elif protocol in ("s3", "s3a"):
-            yield from _iter_s3(spec, fs, root)
+            yield from _iter_s3(spec, fs, root, storage)
         else:
             yield from _iter_generic(spec, fs, root)
     except UserError:
@@ -168,15 +169,6 @@ def _printable(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-async def _next_page(agen: Any, count: int) -> list[dict[str, Any]]:
-    page = []
-    async for item in agen:
-        page.append(item)
-        if len(page) >= count:
-            break
-    return page
-
-
 def _split_s3(root: str) -> tuple[str, str]:
     bucket, _, key = root.partition("/")
     if not bucket:
@@ -184,32 +176,37 @@ def _split_s3(root: str) -> tuple[str, str]:
     return bucket, (key.rstrip("/") + "/" if key else "")
 
 
-def _iter_s3(spec: SourceSpec, fs: fsspec.AbstractFileSystem, root: str, delimiter: str = "",
-             base: Optional[str] = None) -> Iterator[SourceObject]:
-    """`root` is bucket/prefix to list; `base` the source root that relative keys are taken from."""
+def _iter_s3(spec: SourceSpec, fs: fsspec.AbstractFileSystem, root: str, storage: StorageOptions,
+             delimiter: str = "", base: Optional[str] = None) -> Iterator[SourceObject]:
+    """`root` is bucket/prefix to list; `base` the source root that relative keys are taken from.
+
+    One ListObjectsV2 page at a time (no dircache). A page that fails because S3 is unreachable
+    is asked for again, with the same continuation token, within the storage retry budget: an
+    outage in the middle of a listing of millions of keys costs a wait, not the listing.
+    """
     bucket, prefix = _split_s3(root)
     _, base_prefix = _split_s3(base or root)
-    agen = fs._iterdir(bucket, delimiter=delimiter, prefix=prefix)  # ListObjectsV2 pages, no dircache
-    try:
-        while True:
-            page = sync(fs.loop, _next_page, agen, _PAGE)
-            if not page:
-                return
-            for info in page:
-                if info.get("type") != "file":
-                    continue
-                relative = info["name"][len(bucket) + 1 + len(base_prefix):]
-                if not spec.accepts(relative):
-                    continue
-                modified = info.get("LastModified")
-                yield SourceObject(
-                    uri=f"s3://{info['name']}",
-                    size_bytes=int(info.get("size", 0)),
-                    etag=(info.get("ETag") or "").strip('"') or None,
-                    mtime=modified.timestamp() if modified is not None else None,
-                )
-    finally:
-        sync(fs.loop, agen.aclose)
+    request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": _PAGE}
+    if delimiter:
+        request["Delimiter"] = delimiter
+    while True:
+        page = retrying(storage, f"listing s3://{root}",
+                        lambda: sync(fs.loop, fs._call_s3, "list_objects_v2", **request))
+        for item in page.get("Contents", []):
+            key = item["Key"]
+            if not spec.accepts(key[len(base_prefix):]):
+                continue
+            modified = item.get("LastModified")
+            yield SourceObject(
+                uri=f"s3://{bucket}/{key}",
+                size_bytes=int(item.get("Size", 0)),
+                etag=(item.get("ETag") or "").strip('"') or None,
+                mtime=modified.timestamp() if modified is not None else None,
+            )
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            return
+        request["ContinuationToken"] = token
 
 
 def _top_level_prefixes(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
@@ -251,15 +248,16 @@ def _spool_table(batch: list[SourceObject]) -> pa.Table:
     )
 
 
-def _iter_s3_parallel(spec: SourceSpec, fs: fsspec.AbstractFileSystem, root: str, workers: int) -> Iterator[SourceObject]:
+def _iter_s3_parallel(spec: SourceSpec, fs: fsspec.AbstractFileSystem, root: str, storage: StorageOptions,
+                      workers: int) -> Iterator[SourceObject]:
     # Objects directly under the root first (one delimited listing), then each sub-prefix.
-    yield from _iter_s3(spec, fs, root, delimiter="/")
-    prefixes = _top_level_prefixes(fs, root)
+    yield from _iter_s3(spec, fs, root, storage, delimiter="/")
+    prefixes = retrying(storage, f"listing s3://{root}", lambda: _top_level_prefixes(fs, root))
     if not prefixes:
         return
     with tempfile.TemporaryDirectory(prefix="humantag-list-") as tmp, ThreadPoolExecutor(workers) as pool:
         parts = [os.path.join(tmp, f"{i:06d}.parquet") for i in range(len(prefixes))]
-        futures = [pool.submit(_spool, _iter_s3(spec, fs, p, base=root), part) for p, part in zip(prefixes, parts)]
+        futures = [pool.submit(_spool, _iter_s3(spec, fs, p, storage, base=root), part) for p, part in zip(prefixes, parts)]
         for future, part in zip(futures, parts):
             future.result()
             for batch in pq.ParquetFile(part).iter_batches(5000):

@@ -79,6 +79,34 @@ def test_s3_listing_streams_pages_with_etags(s3_server):
     assert all(o.etag and o.size_bytes == 1 and o.mtime for o in objs)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 3])
+def test_s3_outage_between_listing_pages_is_waited_out(s3_server, monkeypatch, workers):
+    import threading
+    import time
+
+    from humantag.flows import listing
+
+    monkeypatch.setattr(listing, "_PAGE", 4)
+    bucket = s3_server.new_bucket()
+    client = s3_server.client()
+    keys = [f"photos/{i:02d}.jpg" for i in range(6)] + [f"photos/{d}/{i}.jpg" for d in "ab" for i in range(5)]
+    for key in keys:
+        client.put_object(Bucket=bucket, Key=key, Body=b"z")
+    storage = StorageOptions(endpoint_url=s3_server.endpoint, key=s3_server.access_key, secret=s3_server.secret_key,
+                             retry_budget_s=60)
+    objects = iter_source(SourceSpec(url=f"s3://{bucket}/photos"), storage, workers=workers)
+    listed = [next(objects)]  # the first page is in: S3 goes away for 5 s
+    s3_server.stop()
+    restarter = threading.Thread(target=lambda: (time.sleep(5), s3_server.start()))
+    restarter.start()
+    try:
+        listed += list(objects)
+    finally:
+        restarter.join()
+    assert sorted(o.uri for o in listed) == sorted(f"s3://{bucket}/{k}" for k in keys)  # each key once
+
+
 def test_s3_wrong_secret_is_a_clear_user_error(s3_server):
     bucket = s3_server.new_bucket()
     storage = StorageOptions(endpoint_url=s3_server.endpoint, key=s3_server.access_key, secret="wrong")
