@@ -123,8 +123,9 @@ def _stop(finished: threading.Event) -> None:
 
 
 def _report_crash_to_prefect_server(timeout_s: float = 3.0) -> None:
-    """With PREFECT_API_URL, mark the flow run Crashed (as Prefect's engine does on a signal), or
-    it would show as Running forever: we exit before the engine can report anything."""
+    """With PREFECT_API_URL, mark the flow run Crashed (as Prefect's engine does on a signal).
+    Otherwise it shows Failed with our internal stop as the exception, or Running for good when
+    the flow could not report within the grace before we exit."""
     flow_run_id = progress.state.flow_run_id
     if flow_run_id is None:
         return
