@@ -40,6 +40,7 @@ log = logging.getLogger("bench.detector_candidates")
 
 CANDIDATES: dict[str, dict[str, object]] = {
     "yolo": {},  # the default: YOLOv4-tiny at 832 px, a closer look when nobody was found; MTCNN from 16 px
+    "yolo-fp32": {"precision": "fp32"},  # the default in float32 (OpenCV), for the bf16 comparison
     "yolo-one-look": {"look_again": False},
     "yolo-736": {"body_side": 736},
     "yolo-fast": {"body_side": 704, "min_face": 20, "look_again": False},  # the cheaper settings docs/cpu-labeler.md names

@@ -15,7 +15,8 @@ Bodies, `body_net`:
   `body_side` px cut into overlapping 300 px tiles (`body_tiles`; without
   tiles the copy is scanned whole through the three lowest layers).
 Boxes from all passes are merged by NMS. Faces: MTCNN down to `min_face` px in
-the decoded image. Measured on the development scenes in docs/cpu-labeler.md.
+the decoded image. `precision`: YOLOv4-tiny in bfloat16 where the CPU computes it
+natively (`auto`), else float32 (yolo.py); SSDLite and MTCNN are float32. Measured on the development scenes in docs/cpu-labeler.md.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import cv2
 import numpy as np
 
 from humantag.workers.labelers.cpu.detectors import Detection, Found, nms, suppress_duplicates
-from humantag.workers.labelers.cpu.yolo import STRIDE, YoloPersonNet
+from humantag.workers.labelers.cpu.yolo import STRIDE, Precision, YoloPersonNet, resolve_precision
 
 BodyNetName = Literal["yolov4-tiny", "ssdlite"]
 
@@ -48,8 +49,8 @@ def _inside(inner: Detection, outer: Detection, share: float = 0.6) -> bool:
 
 
 class YoloBodies:
-    def __init__(self, side: int, look_again: bool) -> None:
-        self.net = YoloPersonNet()
+    def __init__(self, side: int, look_again: bool, precision: Precision = "auto") -> None:
+        self.net = YoloPersonNet(precision)
         self.side = side
         self.look_again = look_again
 
@@ -107,8 +108,13 @@ class CnnDetectors:
         body_tiles: bool = True,
         look_again: bool = True,
         someone_at: tuple[float, float] = (0.5, 0.3),
+        precision: Precision = "auto",
     ) -> None:
-        self.bodies = YoloBodies(body_side, look_again) if body_net == "yolov4-tiny" else SsdBodies(body_side, body_tiles)
+        self.precision = resolve_precision(precision)
+        if body_net == "yolov4-tiny":
+            self.bodies: YoloBodies | SsdBodies = YoloBodies(body_side, look_again, self.precision)
+        else:
+            self.bodies = SsdBodies(body_side, body_tiles)
         from humantag.workers.labelers.cpu.mtcnn import FaceNet  # torch: imported only when the CNN set is used
 
         self.faces = FaceNet(min_face)

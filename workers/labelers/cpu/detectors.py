@@ -87,6 +87,14 @@ def nms_boxes(boxes: np.ndarray, scores: np.ndarray, overlap: float, by_min: boo
     """Indices kept by greedy NMS over (x1, y1, x2, y2) boxes; `by_min`: overlap over the smaller box."""
     if len(boxes) == 0:
         return np.zeros(0, dtype=np.int64)
+    if not by_min:
+        # OpenCV's NMS keeps a box when its IoU with every kept one is <= overlap, as below; given
+        # (x, y, w + 1, h + 1) its areas and overlaps are the inclusive-pixel ones below. ~10x faster.
+        rects = np.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1], axis=1)
+        order = np.asarray(scores, dtype=np.float64)
+        order = (order - order.min() + 1.0).astype(np.float32)  # OpenCV drops scores <= its threshold, which must be >= 0
+        kept = cv2.dnn.NMSBoxes(rects.astype(np.float64), order, 0.0, overlap)
+        return np.asarray(kept, dtype=np.int64).reshape(-1)
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     area = (x2 - x1 + 1) * (y2 - y1 + 1)
     order = np.argsort(scores)[::-1]

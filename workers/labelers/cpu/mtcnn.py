@@ -8,6 +8,10 @@ numpy (no torchvision ops).
 Stages: PNet scans an image pyramid (12x12 windows, stride 2) starting at the
 scale where a `min_face` px face fills a window; RNet (24x24) and ONet (48x48)
 re-score and refine the candidates. ONet's probability is the face's score.
+
+Float32 only: in bfloat16 these small networks are no faster here (torch's
+bfloat16 PReLU costs what the convolutions save) and false-face scores move by
+up to 0.4 (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -154,6 +158,12 @@ class FaceNet:
         self.rnet = _load(RNet(), "rnet")
         self.onet = _load(ONet(), "onet")
 
+    @staticmethod
+    def _run(net: nn.Module, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(box regression, face probability) of `net` on a batch, as numpy arrays."""
+        reg, prob = net(batch)
+        return reg.numpy(), prob[:, 1].numpy()
+
     @torch.inference_mode()
     def detect(self, rgb: np.ndarray, min_score: float) -> list[Detection]:
         height, width = rgb.shape[:2]
@@ -161,11 +171,11 @@ class FaceNet:
         scale = 12.0 / self.min_face
         while min(height, width) * scale >= 12:
             size = (int(width * scale + 1), int(height * scale + 1))
-            reg, prob = self.pnet(_tensor(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)))
-            face = prob[0, 1].numpy()
+            reg, prob = self._run(self.pnet, _tensor(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)))
+            face = prob[0]
             ys, xs = np.nonzero(face >= STAGE_THRESHOLDS[0])
             if len(ys):
-                r = reg[0].numpy()[:, ys, xs].T
+                r = reg[0][:, ys, xs].T
                 boxes = np.stack(
                     [np.floor((2 * xs + 1) / scale), np.floor((2 * ys + 1) / scale),
                      np.floor((2 * xs + 12) / scale), np.floor((2 * ys + 12) / scale), face[ys, xs]], axis=1,
@@ -178,19 +188,17 @@ class FaceNet:
         boxes = np.concatenate(candidates)
         boxes = boxes[nms_boxes(boxes[:, :4], boxes[:, 4], 0.7)]
         boxes = _square(np.concatenate([_refine(boxes[:, :4], boxes[:, 5:9]), boxes[:, 4:5]], axis=1))
-        reg, prob = self.rnet(_crops(rgb, boxes, 24))
-        score = prob[:, 1].numpy()
+        reg, score = self._run(self.rnet, _crops(rgb, boxes, 24))
         passed = score >= STAGE_THRESHOLDS[1]
         boxes = np.concatenate([boxes[passed, :4], score[passed, None]], axis=1)
-        reg = reg.numpy()[passed]
+        reg = reg[passed]
         if not len(boxes):
             return []
         keep = nms_boxes(boxes[:, :4], boxes[:, 4], 0.7)
         boxes = _square(np.concatenate([_refine(boxes[keep, :4], reg[keep]), boxes[keep, 4:5]], axis=1))
-        reg, prob = self.onet(_crops(rgb, boxes, 48))
-        score = prob[:, 1].numpy()
+        reg, score = self._run(self.onet, _crops(rgb, boxes, 48))
         passed = score >= min_score
-        boxes = np.concatenate([_refine(boxes[passed, :4], reg.numpy()[passed]), score[passed, None]], axis=1)
+        boxes = np.concatenate([_refine(boxes[passed, :4], reg[passed]), score[passed, None]], axis=1)
         if not len(boxes):
             return []
         boxes = boxes[nms_boxes(boxes[:, :4], boxes[:, 4], 0.7, by_min=True)]

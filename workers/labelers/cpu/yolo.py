@@ -5,16 +5,27 @@ The network sees the image stretched to a multiple of 32 on each side, keeping i
 aspect ratio (`input_size`); it has two heads (strides 32 and 16), so people below
 ~1/20 of the input side are beyond it and the caller scans such images larger.
 OpenCV's Darknet reader gives one row per anchor: centre x, y, width, height
-(fractions of the input), objectness, then the 80 class probabilities.
+(fractions of the input), objectness, then objectness x each class probability
+(zeroed at or below 0.2). The person score is objectness x that (as before: thresholds
+were chosen on it).
+
+Precision (`precision`): `fp32` runs OpenCV's reader; `bf16` runs the same
+network as a torch module in bfloat16 (darknet.py), ~0.55x the time where the
+CPU computes bfloat16 natively; `auto` picks bf16 there and fp32 elsewhere.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
 
 from humantag.workers.labelers.cpu.detectors import Detection, nms_boxes
-from humantag.workers.labelers.cpu.weights import YOLO_CFG, YOLO_WEIGHTS, load_opencv_net
+from humantag.workers.labelers.cpu.weights import YOLO_CFG, YOLO_WEIGHTS, DetectorUnavailable, load_opencv_net
+
+if TYPE_CHECKING:
+    from humantag.workers.labelers.cpu.darknet import DarknetYolo
 
 PERSON_CLASS = 0  # COCO
 STRIDE = 32
@@ -33,20 +44,64 @@ def load_yolo_net() -> cv2.dnn.Net:
     return load_opencv_net(weights, lambda: cv2.dnn.readNetFromDarknet(str(cfg), str(weights)))
 
 
-class YoloPersonNet:
-    """One OpenCV network; not safe to share between threads (keep one per thread)."""
+def load_darknet_yolo(kept: tuple[int, ...] = (PERSON_CLASS,)) -> "DarknetYolo":
+    """The same network as a torch module (float32), its heads computing only the `kept` classes."""
+    from humantag.workers.labelers.cpu.darknet import DarknetYolo
 
-    def __init__(self) -> None:
-        self.net = load_yolo_net()
-        self.outputs = self.net.getUnconnectedOutLayersNames()
+    weights, cfg = YOLO_WEIGHTS.locate(), YOLO_CFG.locate()
+    try:
+        return DarknetYolo(cfg, weights, kept)
+    except DetectorUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure here is one line: which file, why
+        raise DetectorUnavailable(f"cannot read the person detector {weights}: {type(exc).__name__}: {exc}") from None
+
+
+Precision = Literal["auto", "bf16", "fp32"]
+
+
+def resolve_precision(precision: Precision) -> Literal["bf16", "fp32"]:
+    if precision != "auto":
+        return precision
+    from humantag.workers.labelers.cpu.darknet import native_bf16
+
+    return "bf16" if native_bf16() else "fp32"
+
+
+class YoloPersonNet:
+    """One network; not safe to share between threads (keep one per thread)."""
+
+    def __init__(self, precision: Precision = "auto") -> None:
+        self.precision = resolve_precision(precision)
+        if self.precision == "bf16":
+            import torch
+
+            from humantag.workers.labelers.cpu.darknet import DarknetYolo
+
+            self.torch_net = load_darknet_yolo().to(torch.bfloat16).to(memory_format=torch.channels_last)
+        else:
+            self.net = load_yolo_net()
+            self.outputs = self.net.getUnconnectedOutLayersNames()
+
+    def _rows(self, rgb: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, int]:
+        """The network's rows for `rgb` seen at `size`, and the column of the person score."""
+        if self.precision == "bf16":
+            import torch
+
+            resized = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)  # as blobFromImage resizes
+            with torch.inference_mode():
+                x = torch.from_numpy(resized).permute(2, 0, 1)[None].to(torch.bfloat16).mul_(1.0 / 255.0)
+                raw = self.torch_net(x.contiguous(memory_format=torch.channels_last))
+                return self.torch_net.decode(raw, size[0], size[1]), 5
+        blob = cv2.dnn.blobFromImage(rgb, 1.0 / 255.0, size, swapRB=False, crop=False)
+        self.net.setInput(blob)
+        return np.concatenate([r.reshape(-1, r.shape[-1]) for r in self.net.forward(self.outputs)]), 5 + PERSON_CLASS
 
     def detect(self, rgb: np.ndarray, min_score: float, side: int) -> list[Detection]:
         """People in `rgb` (HxWx3 uint8) in its pixel coordinates, after NMS; the network sees it at `side` px."""
         height, width = rgb.shape[:2]
-        blob = cv2.dnn.blobFromImage(rgb, 1.0 / 255.0, input_size(height, width, side), swapRB=False, crop=False)
-        self.net.setInput(blob)
-        rows = np.concatenate([r.reshape(-1, r.shape[-1]) for r in self.net.forward(self.outputs)])
-        scores = rows[:, 4] * rows[:, 5 + PERSON_CLASS]
+        rows, person = self._rows(rgb, input_size(height, width, side))
+        scores = rows[:, 4] * rows[:, person]
         rows, scores = rows[scores >= max(min_score, CANDIDATE_SCORE)], scores[scores >= max(min_score, CANDIDATE_SCORE)]
         if not len(rows):
             return []
