@@ -40,7 +40,8 @@ log = logging.getLogger("bench.detector_candidates")
 
 CANDIDATES: dict[str, dict[str, object]] = {
     "yolo": {},  # the default: YOLOv4-tiny at 832 px, a closer look when nobody was found; MTCNN from 16 px
-    "yolo-fp32": {"precision": "fp32"},  # the default in float32 (OpenCV), for the bf16 comparison
+    "yolo-fp32": {"precision": "fp32"},  # the default in float32 (OpenCV's Darknet reader), as it was until 2026-12-02 evening
+    "yolo-body-0.2": {"min_body_score": 0.2},  # count weaker bodies as people
     "yolo-one-look": {"look_again": False},
     "yolo-736": {"body_side": 736},
     "yolo-fast": {"body_side": 704, "min_face": 20, "look_again": False},  # the cheaper settings docs/cpu-labeler.md names

@@ -38,7 +38,7 @@ class CpuOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
     detectors: DetectorSetName = Field("cnn", description="cnn: CNN bodies (body_net) + MTCNN faces; haar-hog: OpenCV cascades + HOG")
     min_score: float = Field(0.5, description="faces (haar-hog: all detections) below this score are not counted as persons")
-    min_body_score: float = Field(0.3, description="cnn: bodies below this score are not counted as persons")
+    min_body_score: float = Field(0.3, description="cnn: bodies below this score are not counted as persons (also: at or above it, someone was found and there is no closer look)")
     body_net: BodyNetName = Field("yolov4-tiny", description="cnn: the body detector (ssdlite: the first one, for comparison)")
     body_side: int = Field(832, description="cnn: longer side the body detector sees the image at (ssdlite: of the copy cut into 300 px tiles; 0: off)")
     look_again: bool = Field(True, description="cnn, yolov4-tiny: when nobody was found, look again at 1.5x body_side")
@@ -100,8 +100,8 @@ class CpuLabeler(Labeler):
         if self.settings.body_net == "ssdlite":
             return Throughput(1.9, "CPU core", "bench/cpu_labeler.py, SSDLite + MTCNN at 1024x768: ~522 ms per image "
                               "per core (docs/performance.md)")
-        return Throughput(2.7, "CPU core", "bench/cpu_labeler.py, YOLOv4-tiny + MTCNN at 1024x768, default settings: "
-                          "~364 ms per image per core (docs/performance.md)")
+        return Throughput(3.1, "CPU core", "bench/cpu_labeler.py, YOLOv4-tiny (bfloat16 where native) + MTCNN at 1024x768, "
+                          "default settings: ~324 ms per image per core (docs/performance.md)")
 
     def _detectors(self) -> DetectorSet:
         s = self.settings
