@@ -101,6 +101,7 @@ def main() -> None:
     old_extra.update({k: v for k, v in (("detect_side", args.detect_side), ("profile_scale", args.profile_scale), ("scale_factor", args.scale_factor)) if v is not None})
     labelers = {
         "cnn": create_labeler("cpu", LabelerOptions()),
+        "cnn-bf16": create_labeler("cpu", LabelerOptions(extra={"precision": "bf16"})),
         "cnn-fp32": create_labeler("cpu", LabelerOptions(extra={"precision": "fp32"})),
         "cnn-1look": create_labeler("cpu", LabelerOptions(extra={"look_again": False})),
         "cnn-fast": create_labeler("cpu", LabelerOptions(extra={"body_side": 704, "min_face": 20, "look_again": False})),
@@ -133,7 +134,8 @@ def main() -> None:
         for label, group in (("one photo", found[0::2]), ("2x2 mosaics", found[1::2])):
             exact = sum(got == want for got, want in group)
             print(f"      people count exact on {label}: {exact}/{len(group)} (found {sum(g for g, _ in group)} of {sum(w for _, w in group)} people)")
-    print(f"  cnn resolves precision=auto to {labelers['cnn'].run_info()['precision']}; cnn / cnn-fp32: {label_ms['cnn'] / label_ms['cnn-fp32']:.2f}x")
+    print(f"  cnn resolves precision=auto to {labelers['cnn'].run_info()['precision']}; cnn / cnn-bf16: "
+          f"{label_ms['cnn'] / label_ms['cnn-bf16']:.2f}x, cnn / cnn-fp32: {label_ms['cnn'] / label_ms['cnn-fp32']:.2f}x")
     print(f"  cnn / haar-hog cost: {label_ms['cnn'] / label_ms['haar-hog']:.2f}x, cnn / ssdlite: "
           f"{label_ms['cnn'] / label_ms['ssdlite']:.2f}x, cnn-1look / cnn: {label_ms['cnn-1look'] / label_ms['cnn']:.2f}x, "
           f"cnn-fast / cnn: {label_ms['cnn-fast'] / label_ms['cnn']:.2f}x   "

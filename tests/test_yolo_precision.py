@@ -55,6 +55,7 @@ def test_bf16_finds_the_people_fp32_finds() -> None:
 
 
 def test_auto_precision_follows_the_cpu_and_the_version_names_the_setting(monkeypatch) -> None:
+    monkeypatch.setattr("humantag.workers.labelers.cpu.darknet_int8.native_int8", lambda: False)  # tests/test_int8_yolo.py
     monkeypatch.setattr("humantag.workers.labelers.cpu.darknet.native_bf16", lambda: False)
     assert yolo.resolve_precision("auto") == "fp32"
     monkeypatch.setattr("humantag.workers.labelers.cpu.darknet.native_bf16", lambda: True)

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from humantag.workers.labelers.cpu.detectors import Detection, Found, nms, suppress_duplicates
-from humantag.workers.labelers.cpu.yolo import STRIDE, Precision, YoloPersonNet, resolve_precision
+from humantag.workers.labelers.cpu.yolo import STRIDE, Precision, YoloPersonNet, closer_precision, resolve_precision
 
 BodyNetName = Literal["yolov4-tiny", "ssdlite"]
 
@@ -53,13 +53,18 @@ class YoloBodies:
         self.net = YoloPersonNet(precision)
         self.side = side
         self.look_again = look_again
+        # The closer look decides the gate on images where nobody was found, from weak bodies
+        # (0.05-0.3): int8 moves such scores by ~0.05, so with int8 it runs in the next precision.
+        self.closer_net = self.net
+        if look_again and self.net.precision == "int8":
+            self.closer_net = YoloPersonNet(closer_precision())
 
     def find(self, rgb: np.ndarray) -> list[Detection]:
         return self.net.detect(rgb, EVIDENCE_FLOOR, self.side)
 
     def find_closer(self, rgb: np.ndarray) -> list[Detection]:
         """The closer look: the image enlarged, so small people reach the network's smallest anchors."""
-        return self.net.detect(rgb, EVIDENCE_FLOOR, round(self.side * LOOK_AGAIN_ZOOM / STRIDE) * STRIDE)
+        return self.closer_net.detect(rgb, EVIDENCE_FLOOR, round(self.side * LOOK_AGAIN_ZOOM / STRIDE) * STRIDE)
 
 
 class SsdBodies:

@@ -22,25 +22,28 @@ _HUES: tuple[tuple[int, str], ...] = (
 )
 DOMINANT_SHARE = 0.40
 MULTICOLOR_SHARE = 0.15
+# Every name a pixel can get, in alphabetical order: a pixel holds its name's index (counted with bincount).
+NAMES: tuple[str, ...] = tuple(sorted({name for _, name in _HUES} | {"gray", "brown", "beige", "white", "black"}))
+_CODE = {name: index for index, name in enumerate(NAMES)}
 
 
 def pixel_names(hsv: np.ndarray) -> np.ndarray:
-    """One colour name per pixel of an HSV (OpenCV ranges) array."""
+    """One colour name per pixel of an HSV (OpenCV ranges) array, as its index in NAMES (uint8)."""
     h = hsv[..., 0].astype(np.int16)
     s = hsv[..., 1].astype(np.int16)
     v = hsv[..., 2].astype(np.int16)
-    names = np.full(h.shape, "gray", dtype=object)
+    names = np.full(h.shape, _CODE["gray"], dtype=np.uint8)
     chromatic = s >= 50
     lower = 0
     for upper, name in _HUES:
-        names[chromatic & (h >= lower) & (h < upper)] = name
+        names[chromatic & (h >= lower) & (h < upper)] = _CODE[name]
         lower = upper
     warm = chromatic & ((h < 25) | (h >= 170))
-    names[warm & (v < 130)] = "brown"
-    names[(h >= 8) & (h < 30) & (s >= 25) & (s < 90) & (v >= 150)] = "beige"
-    names[chromatic & ((h < 5) | (h >= 168)) & (s < 120) & (v >= 180)] = "pink"
-    names[(~chromatic) & (v >= 200)] = "white"
-    names[v < 55] = "black"
+    names[warm & (v < 130)] = _CODE["brown"]
+    names[(h >= 8) & (h < 30) & (s >= 25) & (s < 90) & (v >= 150)] = _CODE["beige"]
+    names[chromatic & ((h < 5) | (h >= 168)) & (s < 120) & (v >= 180)] = _CODE["pink"]
+    names[(~chromatic) & (v >= 200)] = _CODE["white"]
+    names[v < 55] = _CODE["black"]
     return names
 
 
@@ -54,7 +57,9 @@ def dominant_color(region_rgb: np.ndarray, grayscale: bool) -> tuple[Optional[Co
     if region_rgb.size == 0:
         return None, None
     hsv = cv2.cvtColor(np.ascontiguousarray(region_rgb), cv2.COLOR_RGB2HSV)
-    names, counts = np.unique(pixel_names(hsv), return_counts=True)
+    counts = np.bincount(pixel_names(hsv).ravel(), minlength=len(NAMES))
+    present = np.flatnonzero(counts)  # the names seen, alphabetical (as np.unique of the names gave them)
+    names, counts = np.array(NAMES)[present], counts[present]
     shares = counts / counts.sum()
     order = np.argsort(shares)[::-1]
     top, share = str(names[order[0]]), float(shares[order[0]])

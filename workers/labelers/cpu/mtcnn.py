@@ -25,6 +25,8 @@ from humantag.workers.labelers.cpu.detectors import Detection, nms_boxes
 from humantag.workers.labelers.cpu.weights import MTCNN_FILES, DetectorUnavailable
 
 PYRAMID_STEP = 0.709  # the paper's factor: each level is half the area of the previous one
+# Levels at most this fraction of the image's side come from its integral image (`area_levels`).
+INTEGRAL_BELOW = 0.3
 STAGE_THRESHOLDS = (0.6, 0.7)  # PNet, RNet: candidates below these are dropped (ONet: the caller's threshold)
 
 
@@ -136,11 +138,51 @@ def _tensor(rgb: np.ndarray) -> torch.Tensor:
     return (torch.from_numpy(batch).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125
 
 
+def _area_edges(source: int, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the target's pixel edges fall in the source: whole pixel index and fraction."""
+    position = np.arange(target + 1) * (source / target)
+    index = np.minimum(position.astype(np.int64), source - 1)
+    return index, position - index
+
+
+def _area_from_integral(integral: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """cv2.resize(image, size, INTER_AREA) from the image's float64 integral: each output pixel is the
+    mean over its footprint, and the integral at a fractional edge is linear between its neighbours.
+    Equal to OpenCV's pixels except, rarely, by 1 where OpenCV's float32 sum rounds a .5 the other way."""
+    height, width = integral.shape[0] - 1, integral.shape[1] - 1
+    iy, fy = _area_edges(height, size[1])
+    ix, fx = _area_edges(width, size[0])
+    rows = integral[iy] + (integral[iy + 1] - integral[iy]) * fy[:, None, None]
+    corners = rows[:, ix] + (rows[:, ix + 1] - rows[:, ix]) * fx[None, :, None]
+    sums = corners[1:, 1:] - corners[:-1, 1:] - corners[1:, :-1] + corners[:-1, :-1]
+    return np.rint(sums * (size[0] * size[1] / (width * height))).clip(0, 255).astype(np.uint8)
+
+
+def area_levels(rgb: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """The pyramid: `rgb` area-resized to each (width, height). OpenCV's INTER_AREA reads the whole
+    image for every level, so the small levels (below INTEGRAL_BELOW of the side) cost as much as
+    the large ones; they are taken from one integral image instead (~0.4x their time)."""
+    height, width = rgb.shape[:2]
+    integral = None
+    levels = []
+    for size in sizes:
+        if size[0] > INTEGRAL_BELOW * width:
+            levels.append(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))
+            continue
+        if integral is None:
+            integral = cv2.integral(rgb, sdepth=cv2.CV_64F)
+        levels.append(_area_from_integral(integral, size))
+    return levels
+
+
 def _crops(rgb: np.ndarray, boxes: np.ndarray, size: int) -> torch.Tensor:
     """Crops of `boxes` (zero-padded outside the image), each resized to size x size."""
     height, width = rgb.shape[:2]
     out = np.zeros((len(boxes), size, size, 3), dtype=np.uint8)
     for k, (x1, y1, x2, y2) in enumerate(boxes[:, :4].astype(int)):
+        if x1 >= 0 and y1 >= 0 and x2 < width and y2 < height and x2 >= x1 and y2 >= y1:
+            out[k] = cv2.resize(rgb[y1 : y2 + 1, x1 : x2 + 1], (size, size), interpolation=cv2.INTER_AREA)
+            continue
         crop = np.zeros((max(1, y2 - y1 + 1), max(1, x2 - x1 + 1), 3), dtype=np.uint8)
         sx1, sy1, sx2, sy2 = max(0, x1), max(0, y1), min(width, x2 + 1), min(height, y2 + 1)
         if sx2 > sx1 and sy2 > sy1:
@@ -168,10 +210,14 @@ class FaceNet:
     def detect(self, rgb: np.ndarray, min_score: float) -> list[Detection]:
         height, width = rgb.shape[:2]
         candidates = []
+        scales = []
         scale = 12.0 / self.min_face
         while min(height, width) * scale >= 12:
-            size = (int(width * scale + 1), int(height * scale + 1))
-            reg, prob = self._run(self.pnet, _tensor(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)))
+            scales.append(scale)
+            scale *= PYRAMID_STEP
+        sizes = [(int(width * s + 1), int(height * s + 1)) for s in scales]
+        for scale, level in zip(scales, area_levels(rgb, sizes)):
+            reg, prob = self._run(self.pnet, _tensor(level))
             face = prob[0]
             ys, xs = np.nonzero(face >= STAGE_THRESHOLDS[0])
             if len(ys):
@@ -182,7 +228,6 @@ class FaceNet:
                 )
                 keep = nms_boxes(boxes[:, :4], boxes[:, 4], 0.5)
                 candidates.append(np.concatenate([boxes[keep], r[keep]], axis=1))
-            scale *= PYRAMID_STEP
         if not candidates:
             return []
         boxes = np.concatenate(candidates)
