@@ -103,7 +103,9 @@ def test_development_scenes(cpu: LabelerReplica) -> None:
     assert report.gate.held_back_share == 1.0  # nobody reported in the empty scenes
     assert report.gate.recall >= 0.9  # measured 0.9 (9 of 10; the SSDLite bodies: 8 of 10)
     assert report.faces.recall == 1.0 and report.faces.precision == 1.0  # faces >= 24 px: 9 of 9
-    assert report.people_count.within_one >= 0.5  # measured 0.5 (SSDLite: 0.33)
+    # Measured 0.42 with YOLO's first pass in int8 (0.5 in bfloat16: a scene of three counted 1
+    # instead of 2; over the 360 scenes of docs/cpu-labeler.md int8 counts 0.475 against 0.467).
+    assert report.people_count.within_one >= 0.4
 
 
 def test_scenes_are_deterministic() -> None:
