@@ -30,6 +30,7 @@ from humantag.workers.labelers.cpu.weights import DetectorUnavailable
 
 CLASS_SCORE_FLOOR = 0.2  # OpenCV's region layer zeroes objectness x class at or below this (its Darknet default)
 BOX_FIELDS = 5  # tx, ty, tw, th, objectness, then the classes
+LEAKY_SLOPE = 0.1  # Darknet's "leaky" activation
 
 
 def native_bf16() -> bool:
@@ -76,6 +77,24 @@ class _WeightReader:
         out = self.data[self.offset : self.offset + count]
         self.offset += count
         return out
+
+
+def layout_step(step: tuple, x: torch.Tensor, outputs: list[torch.Tensor]) -> torch.Tensor:
+    """A step that moves float activations without weights (route, maxpool, upsample; yolo passes
+    its input through), given the current tensor and every earlier step's output."""
+    kind = step[0]
+    if kind == "route":
+        _, sources, groups, group = step
+        x = torch.cat([outputs[s] for s in sources], 1) if len(sources) > 1 else outputs[sources[0]]
+        if groups > 1:
+            width = x.shape[1] // groups
+            x = x[:, group * width : (group + 1) * width]
+        return x
+    if kind == "maxpool":
+        return F.max_pool2d(x, step[1], step[2])
+    if kind == "upsample":
+        return F.interpolate(x, scale_factor=step[1], mode="nearest")
+    return x
 
 
 class DarknetYolo(nn.Module):
@@ -161,21 +180,13 @@ class DarknetYolo(nn.Module):
             if kind == "conv":
                 x = self.convs[step[1]](x)
                 if step[2] == "leaky":
-                    x = F.leaky_relu(x, 0.1, inplace=True)
+                    x = F.leaky_relu(x, LEAKY_SLOPE, inplace=True)
                 elif step[2] != "linear":
                     raise DetectorUnavailable(f"activation {step[2]} is not supported by humantag's Darknet reader")
-            elif kind == "route":
-                _, sources, groups, group = step
-                x = torch.cat([outputs[s] for s in sources], 1) if len(sources) > 1 else outputs[sources[0]]
-                if groups > 1:
-                    width = x.shape[1] // groups
-                    x = x[:, group * width : (group + 1) * width]
-            elif kind == "maxpool":
-                x = F.max_pool2d(x, step[1], step[2])
-            elif kind == "upsample":
-                x = F.interpolate(x, scale_factor=step[1], mode="nearest")
-            else:  # yolo: decoded by decode(), outside the network
-                heads.append(x)
+            else:
+                x = layout_step(step, x, outputs)
+                if kind == "yolo":  # decoded by decode(), outside the network
+                    heads.append(x)
             outputs.append(x)
         return heads
 

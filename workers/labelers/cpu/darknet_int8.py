@@ -40,12 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 
-from humantag.workers.labelers.cpu.darknet import DarknetYolo
+from humantag.workers.labelers.cpu.darknet import LEAKY_SLOPE, DarknetYolo, layout_step
 from humantag.workers.labelers.cpu.weights import DetectorUnavailable
 
 log = logging.getLogger(__name__)
 
-LEAKY_SLOPE = 0.1
 RANGES_FILE = Path(__file__).with_name("yolov4-tiny-int8-ranges.json")
 CALIBRATION_SIDES = (832, 1248)  # the labeler's two passes (body_side, the closer look)
 
@@ -91,13 +90,15 @@ def calibrate(net: DarknetYolo, images: Sequence[torch.Tensor], observer: str = 
             outputs: list[torch.Tensor] = []
             x = image
             for index, step in enumerate(net.steps):
+                if step[0] == "route" and len(step[1]) > 1 and step[2] > 1:
+                    raise DetectorUnavailable("the int8 reader cannot split a concatenation into groups")
                 if step[0] == "conv":
                     x = net.convs[step[1]](x)
                     observe(f"pre{index}", x)
                     if step[2] == "leaky":
                         x = F.leaky_relu(x, LEAKY_SLOPE)
                 else:
-                    x = _float_step(step, x, outputs)
+                    x = layout_step(step, x, outputs)
                 observe(f"out{index}", x)
                 outputs.append(x)
     ranges = {}
@@ -105,22 +106,6 @@ def calibrate(net: DarknetYolo, images: Sequence[torch.Tensor], observer: str = 
         scale, zero_point = (float(v) for v in chosen.calculate_qparams())
         ranges[key] = Range(-zero_point * scale, (255 - zero_point) * scale)
     return ranges
-
-
-def _float_step(step: tuple, x: torch.Tensor, outputs: list[torch.Tensor]) -> torch.Tensor:
-    kind = step[0]
-    if kind == "route":
-        _, sources, groups, group = step
-        x = torch.cat([outputs[s] for s in sources], 1) if len(sources) > 1 else outputs[sources[0]]
-        if groups > 1:
-            width = x.shape[1] // groups
-            x = x[:, group * width : (group + 1) * width]
-        return x
-    if kind == "maxpool":
-        return F.max_pool2d(x, step[1], step[2])
-    if kind == "upsample":
-        return F.interpolate(x, scale_factor=step[1], mode="nearest")
-    return x  # yolo: the head's input, decoded outside the network
 
 
 def _quantized_conv(conv: nn.Conv2d, output: Range) -> QuantizedConv2d:
@@ -156,6 +141,8 @@ class Int8Yolo(nn.Module):
         self.qparams: dict[int, tuple[float, int]] = {}  # step -> its output's (scale, zero point)
         try:
             for index, step in enumerate(net.steps):
+                if step[0] == "route" and len(step[1]) > 1 and step[2] > 1:
+                    raise DetectorUnavailable("the int8 reader cannot split a concatenation into groups")
                 if step[0] == "conv":
                     conv = net.convs[step[1]]
                     if index in head_inputs:
@@ -181,22 +168,15 @@ class Int8Yolo(nn.Module):
                     if step[2] == "leaky":
                         scale, zero_point = self.qparams[index]
                         x = torch.ops.quantized.leaky_relu(x, LEAKY_SLOPE, False, scale, zero_point)
-            elif kind == "route":
-                _, sources, groups, group = step
-                if len(sources) > 1:
-                    scale, zero_point = self.qparams[index]
-                    x = torch.ops.quantized.cat([outputs[s] for s in sources], 1, scale, zero_point)
-                else:
-                    x = outputs[sources[0]]
-                if groups > 1:
-                    width = x.shape[1] // groups
-                    x = x[:, group * width : (group + 1) * width].contiguous(memory_format=torch.channels_last)
-            elif kind == "maxpool":
-                x = F.max_pool2d(x, step[1], step[2])
-            elif kind == "upsample":
-                x = F.interpolate(x, scale_factor=step[1], mode="nearest")
-            else:
-                heads.append(x)
+            elif kind == "route" and len(step[1]) > 1:  # a concat: quantized tensors need its output's scale
+                scale, zero_point = self.qparams[index]
+                x = torch.ops.quantized.cat([outputs[s] for s in step[1]], 1, scale, zero_point)
+            else:  # max-pool, upsampling and channel groups work on quantized tensors as they are
+                x = layout_step(step, x, outputs)
+                if kind == "route":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                elif kind == "yolo":
+                    heads.append(x)
             outputs.append(x)
         return heads
 
