@@ -41,7 +41,7 @@ log = logging.getLogger("bench.detector_candidates")
 CANDIDATES: dict[str, dict[str, object]] = {
     "yolo": {},  # the default: YOLOv4-tiny at 832 px, a closer look when nobody was found; MTCNN from 16 px
     "yolo-bf16": {"precision": "bf16"},  # YOLOv4-tiny in bfloat16 (the default before int8)
-    "yolo-int8": {"precision": "int8"},  # YOLOv4-tiny with int8 convolutions (darknet_int8.py)
+    "yolo-int8": {"precision": "int8"},  # first pass in int8 (darknet_int8.py), closer look bf16: the default where the CPU has VNNI
     "yolo-fp32": {"precision": "fp32"},  # the default in float32 (OpenCV's Darknet reader), as it was until 2026-12-02 evening
     "yolo-body-0.2": {"min_body_score": 0.2},  # count weaker bodies as people
     "yolo-one-look": {"look_again": False},
