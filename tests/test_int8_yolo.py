@@ -20,7 +20,6 @@ from humantag.workers.labelers.cpu import darknet_int8, yolo
 from humantag.workers.labelers.cpu.cnn import YoloBodies
 from humantag.workers.labelers.cpu.detectors import iou
 from humantag.workers.labelers.cpu.labeler import CpuLabeler
-from humantag.workers.labelers.cpu.mtcnn import area_levels
 from humantag.workers.labelers.cpu.weights import YOLO_WEIGHTS, DetectorUnavailable
 
 
@@ -81,15 +80,3 @@ def test_auto_picks_int8_only_where_the_cpu_has_vnni(monkeypatch) -> None:
     assert yolo.resolve_precision("auto") == "bf16"
     assert "/auto/" in CpuLabeler().version and "/int8/" in CpuLabeler(LabelerOptions(extra={"precision": "int8"})).version
     assert isinstance(darknet_int8.native_int8(), bool)
-
-
-def test_the_pyramid_levels_are_opencvs_area_resizes() -> None:
-    """The small levels come from an integral image: OpenCV's pixels, but for rare .5 ties."""
-    rgb = make_scene(4, seed=1).rgb
-    height, width = rgb.shape[:2]
-    sizes = [(int(width * s + 1), int(height * s + 1)) for s in 0.75 * 0.709 ** np.arange(12)]
-    for size, level in zip(sizes, area_levels(rgb, sizes)):
-        expected = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        assert level.shape == expected.shape and level.dtype == np.uint8
-        difference = np.abs(level.astype(np.int16) - expected)
-        assert difference.max() <= 1 and (difference > 0).mean() <= 1e-3, size
