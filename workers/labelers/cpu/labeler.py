@@ -100,8 +100,8 @@ class CpuLabeler(Labeler):
         if self.settings.body_net == "ssdlite":
             return Throughput(1.9, "CPU core", "bench/cpu_labeler.py, SSDLite + MTCNN at 1024x768: ~522 ms per image "
                               "per core (docs/performance.md)")
-        return Throughput(3.3, "CPU core", "bench/cpu_labeler.py, YOLOv4-tiny (int8 where the CPU has VNNI, its closer look "
-                          "in bfloat16) + MTCNN at 1024x768, default settings: ~307 ms per image per core (docs/performance.md)")
+        return Throughput(3.4, "CPU core", "bench/cpu_labeler.py, YOLOv4-tiny (int8 where the CPU has VNNI, its closer look "
+                          "in bfloat16) + MTCNN at 1024x768, default settings: ~295 ms per image per core (docs/performance.md)")
 
     def _detectors(self) -> DetectorSet:
         s = self.settings
