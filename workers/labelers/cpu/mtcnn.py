@@ -78,7 +78,7 @@ class PNetScanner:
         self.conv1_weight = w * INPUT_SCALE
         self.conv1_bias = b - 127.5 * INPUT_SCALE * w.sum(dim=(1, 2, 3))
         face = pnet.conv4_1.weight.detach()
-        self.face_weight = (face[1:2] - face[0:1])
+        self.face_weight = face[1:2] - face[0:1]
         self.face_bias = pnet.conv4_1.bias.detach()[1:2] - pnet.conv4_1.bias.detach()[0:1]
         self.box_weight = pnet.conv4_2.weight.detach().reshape(4, -1)
         self.box_bias = pnet.conv4_2.bias.detach()
