@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from humantag.indexers.layout import OutputLayout
 from humantag.workers.records import ARROW_SCHEMA
-from humantag.workers.storage import write_bytes_atomic
+from humantag.workers.storage import arrow_filesystem, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def ledger_dataset(fs: fsspec.AbstractFileSystem, layout: OutputLayout) -> Optio
     files = label_files(fs, layout)
     if not files:
         return None
-    return ds.dataset(files, filesystem=fs, format="parquet", schema=ARROW_SCHEMA)
+    return ds.dataset(files, filesystem=arrow_filesystem(fs), format="parquet", schema=ARROW_SCHEMA)
 
 
 def _duckdb() -> Any:

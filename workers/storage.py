@@ -176,9 +176,50 @@ def retrying(options: StorageOptions, what: str, operation: Callable[[], T]) -> 
             time.sleep(delay)
 
 
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    return tuple(fs.protocol) if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+
+
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    protocols = _protocols(fs)
     return "file" in protocols or "local" in protocols
+
+
+def arrow_filesystem(fs: fsspec.AbstractFileSystem) -> Any:
+    """The filesystem a pyarrow dataset over `fs`'s paths reads through: pyarrow's own for local and
+    S3 storage (same paths, credentials, endpoint, timeouts and retries), `fs` itself otherwise.
+
+    Why: pyarrow reads a dataset on its IO threads, and through an fsspec filesystem those need the
+    GIL, while DuckDB scans a registered dataset from a thread that holds the GIL in
+    `Scanner.to_reader()`. A planning run over an S3 ledger deadlocked that way (the full suite,
+    2026-12-03). pyarrow's native filesystems read without the GIL."""
+    import pyarrow.fs as pafs
+
+    if is_local(fs):
+        return pafs.LocalFileSystem()
+    if not {"s3", "s3a"} & set(_protocols(fs)):
+        return fs
+    from urllib.parse import urlsplit
+
+    client: dict[str, Any] = getattr(fs, "client_kwargs", None) or {}
+    config: dict[str, Any] = getattr(fs, "config_kwargs", None) or {}
+    kwargs: dict[str, Any] = {"anonymous": bool(getattr(fs, "anon", False))}
+    if getattr(fs, "key", None) and getattr(fs, "secret", None):
+        kwargs.update(access_key=fs.key, secret_key=fs.secret, session_token=getattr(fs, "token", None))
+    endpoint = client.get("endpoint_url") or getattr(fs, "endpoint_url", None)
+    if endpoint:
+        parts = urlsplit(endpoint)
+        kwargs.update(endpoint_override=parts.netloc or parts.path, scheme=parts.scheme or "https")
+    if client.get("region_name"):
+        kwargs["region"] = client["region_name"]
+    if config.get("connect_timeout"):
+        kwargs["connect_timeout"] = float(config["connect_timeout"])
+    if config.get("read_timeout"):
+        kwargs["request_timeout"] = float(config["read_timeout"])
+    attempts = (config.get("retries") or {}).get("max_attempts")
+    if attempts:
+        kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=int(attempts))
+    return pafs.S3FileSystem(**kwargs)
 
 
 def classify_storage_error(exc: BaseException) -> BaseException:

@@ -51,7 +51,7 @@ from humantag.indexers.search.model import (
     person_groups,
 )
 from humantag.workers.records import ARROW_SCHEMA
-from humantag.workers.storage import StorageOptions, filesystem
+from humantag.workers.storage import StorageOptions, arrow_filesystem, filesystem, is_local
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +179,6 @@ def _facet_value(spec: FieldSpec, text: str) -> Scalar:
     return text
 
 
-def _is_local(fs: Any) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-    return "file" in protocols or "local" in protocols
-
-
 class ParquetSearchBackend:
     """SearchBackend over the label files of one DEST (folder, file:// or s3://). Safe to share between threads."""
 
@@ -193,7 +188,7 @@ class ParquetSearchBackend:
         self.dest = dest
         self.fs, root = filesystem(dest, storage)
         self.layout = OutputLayout(root)
-        self._local = _is_local(self.fs)
+        self._local = is_local(self.fs)
         # Never download extensions: remote files are read through our fsspec filesystem.
         self._db = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
                                                       "autoload_known_extensions": False})
@@ -243,12 +238,7 @@ class ParquetSearchBackend:
                 # `_query` then runs again through pyarrow with the current schema.
                 cursor.execute(f"CREATE TEMP VIEW labels AS SELECT * FROM read_parquet([{listing}])")
             else:
-                if self._local:
-                    from pyarrow.fs import LocalFileSystem
-
-                    dataset = ds.dataset(files, filesystem=LocalFileSystem(), format="parquet", schema=ARROW_SCHEMA)
-                else:
-                    dataset = ds.dataset(files, filesystem=self.fs, format="parquet", schema=ARROW_SCHEMA)
+                dataset = ds.dataset(files, filesystem=arrow_filesystem(self.fs), format="parquet", schema=ARROW_SCHEMA)
                 cursor.register("labels", dataset)
         except BaseException:
             cursor.close()

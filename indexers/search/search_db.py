@@ -38,6 +38,7 @@ from humantag.indexers.layout import OutputLayout
 from humantag.indexers.ledger import current_rows_sql
 from humantag.indexers.search.model import Scalar
 from humantag.workers.records import ARROW_SCHEMA
+from humantag.workers.storage import arrow_filesystem, is_local
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def _schema_fingerprint() -> str:
 
 def database_path(fs: fsspec.AbstractFileSystem, layout: OutputLayout) -> str:
     """DEST/_search/search-v<FORMAT>.duckdb for a local DEST; in memory (built per process) for a remote one."""
-    if not _is_local(fs):
+    if not is_local(fs):
         return ":memory:"
     return posixpath.join(layout.root, SEARCH_DIR, f"search-v{FORMAT}.duckdb")
 
@@ -224,12 +225,7 @@ class SearchDatabase:
 
     def _read(self, paths: list[str]) -> pa.Table:
         """Rows of these label files with today's schema (columns an older file lacks are null) + `_file`."""
-        if _is_local(self.fs):
-            from pyarrow.fs import LocalFileSystem
-
-            dataset = ds.dataset(paths, filesystem=LocalFileSystem(), format="parquet", schema=ARROW_SCHEMA)
-        else:
-            dataset = ds.dataset(paths, filesystem=self.fs, format="parquet", schema=ARROW_SCHEMA)
+        dataset = ds.dataset(paths, filesystem=arrow_filesystem(self.fs), format="parquet", schema=ARROW_SCHEMA)
         tables = []
         for fragment in dataset.get_fragments():
             table = fragment.to_table(schema=ARROW_SCHEMA)
@@ -273,6 +269,3 @@ class SearchDatabase:
             cursor.execute(f"DROP TABLE {table}")
 
 
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-    return "file" in protocols or "local" in protocols
