@@ -4,14 +4,19 @@ a run is visible in a real Prefect server (named after its run id, tagged, its l
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pyarrow.dataset as ds
 import pytest
 
+from humantag.flows.ray_runtime import LOCAL_INSTANCE_ENV
 from tests.fixtures.cli import cli_env, run_cli
+from tests.fixtures.sockets import listeners
 from tests.fixtures.two_node_ray import two_node_ray  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
@@ -38,6 +43,33 @@ def test_two_replicas_on_a_two_node_two_cpu_cluster_run_on_both_nodes(two_node_r
     assert "× 0.5 CPU" in result.stderr  # each replica's share, derived from the cluster
     assert "Token authentication" not in result.stderr
     assert len(ds.dataset(str(dest / "labels")).to_table()) == 12
+
+
+def test_the_two_node_cluster_listens_on_loopback_only(two_node_ray):
+    found = listeners(os.getpid())
+    assert len({x.pid for x in found if x.command == "raylet"}) == 2  # both nodes seen
+    assert not [f"{x.command} on {x.host}:{x.port}" for x in found if not x.loopback]
+
+
+def test_without_an_address_a_run_starts_its_own_instance_even_where_a_cluster_is_current(two_node_ray, tmp_path):
+    # Ray's bare `ray.init()` joins the cluster recorded as the machine's current one (`ray start`
+    # writes it); our contract is a local instance unless RAY_ADDRESS or --ray-address names one.
+    ray_tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # Ray's socket paths must stay short
+    try:
+        os.makedirs(os.path.join(ray_tmp, "ray"))
+        with open(os.path.join(ray_tmp, "ray", "ray_current_cluster"), "w") as current:
+            current.write(two_node_ray.address)
+        src = tmp_path / "src"
+        _photos(src, 4)
+        env = {key: value for key, value in two_node_ray.env.items() if key not in LOCAL_INSTANCE_ENV}
+        env["RAY_TMPDIR"] = ray_tmp
+        result = run_cli("run", str(src), "--out", str(tmp_path / "out"), "--labeler", "image-facts", "--replicas", "2",
+                         "--shard-size", "2", "--json", "--no-progress", env=env, timeout=240)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["total_images"] == 4 and summary["replica_nodes"] == 1  # the two-node cluster would give 2
 
 
 def test_a_pool_that_cannot_fit_stops_at_once_with_the_fix(two_node_ray, tmp_path):
