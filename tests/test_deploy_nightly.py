@@ -42,7 +42,8 @@ def _png(value: int) -> bytes:
     return buf.getvalue()
 
 
-def test_nightly_deployment_of_an_s3_source_runs_through_a_process_worker(prefect_server, s3_server, tmp_path, monkeypatch):
+def test_nightly_deployment_of_an_s3_source_runs_through_a_process_worker(prefect_server, s3_server, ray_local_join_env,
+                                                                          tmp_path, monkeypatch):
     bucket = s3_server.new_bucket("nightly")
     client = s3_server.client()
     for key in ("keep/0.png", "keep/1.png", "keep/2.png", "keep/thumbs/3.png", "other/4.png"):
@@ -79,8 +80,9 @@ def test_nightly_deployment_of_an_s3_source_runs_through_a_process_worker(prefec
         run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "label_archive/nightly-test"],
                              capture_output=True, text=True, env=cli_env(env), timeout=120)
         assert run.returncode == 0, run.stderr + run.stdout
+        # As docs/deploy.md has it, the worker's environment names the Ray cluster (here: the suite's).
         worker = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "test-pool", "--run-once"],
-                                capture_output=True, text=True, env=cli_env(env), timeout=400)
+                                capture_output=True, text=True, env=cli_env(env | ray_local_join_env), timeout=400)
         assert worker.returncode == 0, worker.stderr[-3000:]
 
         from prefect.client.orchestration import get_client

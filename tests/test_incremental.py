@@ -30,10 +30,11 @@ def _rows(s3_server, bucket: str) -> list[dict]:
     return ds.dataset(files, filesystem=fs, format="parquet").to_table().to_pylist()
 
 
-def _run(s3_server, bucket: str, *extra: str, prefect, index=None) -> dict:
-    # Reporting to the suite's Prefect server, as a deployed nightly run would: these sequences are
-    # about the ledger, and each run saves the ~7 s start of a temporary server (test_run_e2e has those).
-    env = s3_server.env() | (index.env() if index is not None else {}) | {"PREFECT_API_URL": prefect.api_url}
+def _run(s3_server, bucket: str, *extra: str, prefect, ray_env, index=None) -> dict:
+    # Reporting to the suite's Prefect server and joining the suite's Ray, as a deployed nightly run
+    # would: these sequences are about the ledger, and each run saves the ~7 s starts of a temporary
+    # Prefect server and of a local Ray (test_run_e2e runs those).
+    env = s3_server.env() | (index.env() if index is not None else {}) | {"PREFECT_API_URL": prefect.api_url} | ray_env
     result = run_cli("run", f"s3://{bucket}/photos", "--out", f"s3://{bucket}/out", "--labeler", LABELER,
                      "--mode", "incremental", "--shard-size", "3", "--json", "--no-progress", *extra, env=env)
     assert result.returncode == 0, result.stderr
@@ -47,17 +48,17 @@ def _indexed(index) -> dict[str, dict]:
     return {h["_source"]["uri"]: h["_source"] for h in hits}
 
 
-def test_incremental_runs_label_exactly_the_difference(s3_server, search_index, prefect_server):
+def test_incremental_runs_label_exactly_the_difference(s3_server, search_index, prefect_server, ray_local_join_env):
     bucket = s3_server.new_bucket("inc")
     client = s3_server.client()
     for i in range(6):
         client.put_object(Bucket=bucket, Key=f"photos/{i}.jpg", Body=_jpeg(i))
 
-    first = _run(s3_server, bucket, index=search_index, prefect=prefect_server)
+    first = _run(s3_server, bucket, index=search_index, prefect=prefect_server, ray_env=ray_local_join_env)
     assert first["images_this_run"] == 6 and first["plan"]["new"] == 6
     assert len(_indexed(search_index)) == 6
 
-    again = _run(s3_server, bucket, index=search_index, prefect=prefect_server)
+    again = _run(s3_server, bucket, index=search_index, prefect=prefect_server, ray_env=ray_local_join_env)
     assert again["images_this_run"] == 0 and again["plan"]["unchanged"] == 6
     assert again["run_id"] != first["run_id"]  # each incremental run is its own run
 
@@ -67,7 +68,7 @@ def test_incremental_runs_label_exactly_the_difference(s3_server, search_index, 
     client.delete_object(Bucket=bucket, Key="photos/4.jpg")
     etag_2 = client.head_object(Bucket=bucket, Key="photos/2.jpg")["ETag"].strip('"')
 
-    third = _run(s3_server, bucket, index=search_index, prefect=prefect_server)
+    third = _run(s3_server, bucket, index=search_index, prefect=prefect_server, ray_env=ray_local_join_env)
     assert third["plan"] == {"listed": 7, "new": 2, "changed": 1, "retry": 0, "stale": 0, "unchanged": 4, "deleted": 1, "skipped": 0}
     assert third["images_this_run"] == 3
     rows = _rows(s3_server, bucket)
@@ -86,7 +87,7 @@ def test_incremental_runs_label_exactly_the_difference(s3_server, search_index, 
     assert third["index"]["documents_deleted"] == 1 and third["index"]["error"] is None
 
     # The labeler is upgraded: --relabel-stale relabels every live object, once.
-    fourth = _run(s3_server, bucket, "-L", "version=v2", "--relabel-stale", index=search_index, prefect=prefect_server)
+    fourth = _run(s3_server, bucket, "-L", "version=v2", "--relabel-stale", index=search_index, prefect=prefect_server, ray_env=ray_local_join_env)
     assert fourth["plan"]["stale"] == 7 and fourth["images_this_run"] == 7
     rows = _rows(s3_server, bucket)
     live = [r for r in rows if r["deleted_at"] is None]
@@ -97,29 +98,29 @@ def test_incremental_runs_label_exactly_the_difference(s3_server, search_index, 
     assert len(rows) == 8
 
     # Without --relabel-stale, the same upgrade labels nothing.
-    fifth = _run(s3_server, bucket, "-L", "version=v3", prefect=prefect_server)
+    fifth = _run(s3_server, bucket, "-L", "version=v3", prefect=prefect_server, ray_env=ray_local_join_env)
     assert fifth["images_this_run"] == 0
 
 
-def test_object_deleted_then_re_added_keeps_exactly_one_live_row_and_document(s3_server, search_index, prefect_server):
+def test_object_deleted_then_re_added_keeps_exactly_one_live_row_and_document(s3_server, search_index, prefect_server, ray_local_join_env):
     bucket = s3_server.new_bucket("readd")
     client = s3_server.client()
     for i in range(4):
         client.put_object(Bucket=bucket, Key=f"photos/{i}.jpg", Body=_jpeg(i))
     uri = f"s3://{bucket}/photos/1.jpg"
 
-    first = _run(s3_server, bucket, index=search_index, prefect=prefect_server)
+    first = _run(s3_server, bucket, index=search_index, prefect=prefect_server, ray_env=ray_local_join_env)
     assert first["plan"]["new"] == 4
 
     client.delete_object(Bucket=bucket, Key="photos/1.jpg")
-    second = _run(s3_server, bucket, index=search_index, prefect=prefect_server)
+    second = _run(s3_server, bucket, index=search_index, prefect=prefect_server, ray_env=ray_local_join_env)
     assert second["plan"]["deleted"] == 1 and second["images_this_run"] == 0
     tombstone = [r for r in _rows(s3_server, bucket) if r["uri"] == uri]
     assert len(tombstone) == 1 and tombstone[0]["deleted_at"] is not None
     assert uri not in _indexed(search_index)
 
     client.put_object(Bucket=bucket, Key="photos/1.jpg", Body=_jpeg(1))  # re-added, same content
-    third = _run(s3_server, bucket, index=search_index, prefect=prefect_server)
+    third = _run(s3_server, bucket, index=search_index, prefect=prefect_server, ray_env=ray_local_join_env)
     assert third["plan"] == {"listed": 4, "new": 1, "changed": 0, "retry": 0, "stale": 0, "unchanged": 3, "deleted": 0, "skipped": 0}
     assert third["images_this_run"] == 1
     rows = _rows(s3_server, bucket)
@@ -132,5 +133,5 @@ def test_object_deleted_then_re_added_keeps_exactly_one_live_row_and_document(s3
     docs = _indexed(search_index)
     assert len(docs) == 4 and docs[uri]["run_id"] == third["run_id"]  # back in the index, once
 
-    fourth = _run(s3_server, bucket, index=search_index, prefect=prefect_server)
+    fourth = _run(s3_server, bucket, index=search_index, prefect=prefect_server, ray_env=ray_local_join_env)
     assert fourth["plan"]["unchanged"] == 4 and fourth["images_this_run"] == 0
