@@ -46,12 +46,13 @@ def test_two_replicas_on_a_two_node_two_cpu_cluster_run_on_both_nodes(two_node_r
 
 
 def test_the_two_node_cluster_listens_on_loopback_only(two_node_ray):
-    found = listeners(os.getpid())
+    found = listeners(two_node_ray.pid)
     assert len({x.pid for x in found if x.command == "raylet"}) == 2  # both nodes seen
     assert not [f"{x.command} on {x.host}:{x.port}" for x in found if not x.loopback]
 
 
-def test_without_an_address_a_run_starts_its_own_instance_even_where_a_cluster_is_current(two_node_ray, tmp_path):
+def test_without_an_address_a_run_starts_its_own_instance_even_where_a_cluster_is_current(two_node_ray, prefect_server,
+                                                                                          tmp_path):
     # Ray's bare `ray.init()` joins the cluster recorded as the machine's current one (`ray start`
     # writes it); our contract is a local instance unless RAY_ADDRESS or --ray-address names one.
     ray_tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # Ray's socket paths must stay short
@@ -62,7 +63,7 @@ def test_without_an_address_a_run_starts_its_own_instance_even_where_a_cluster_i
         src = tmp_path / "src"
         _photos(src, 4)
         env = {key: value for key, value in two_node_ray.env.items() if key not in LOCAL_INSTANCE_ENV}
-        env["RAY_TMPDIR"] = ray_tmp
+        env |= {"RAY_TMPDIR": ray_tmp, "PREFECT_API_URL": prefect_server.api_url}  # no temporary Prefect server: ~7 s
         result = run_cli("run", str(src), "--out", str(tmp_path / "out"), "--labeler", "image-facts", "--replicas", "2",
                          "--shard-size", "2", "--json", "--no-progress", env=env, timeout=240)
     finally:
