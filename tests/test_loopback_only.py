@@ -1,24 +1,19 @@
-"""The servers the suite starts, and the Ray instance the CLI starts by default, listen on 127.0.0.1 only."""
+"""The servers the suite starts, and those a default run starts, listen on 127.0.0.1 only."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
+import time
+
+import pytest
 
 from humantag.flows.ray_runtime import LOCAL_INSTANCE_ENV
 from tests.fixtures.cli import cli_env
 from tests.fixtures.sockets import Listener, listeners
 
-# What the CLI does on a machine with no RAY_ADDRESS: start a local Ray, then report what its processes listen on.
-_START_LOCAL_RAY = """
-import dataclasses, json, os
-from humantag.flows.ray_runtime import ensure_ray
-from tests.fixtures.sockets import listeners
-ensure_ray()
-print(json.dumps([dataclasses.asdict(found) for found in listeners(os.getpid())]))
-"""
+pytestmark = pytest.mark.slow
 
 
 def _not_loopback(found) -> list[str]:
@@ -33,10 +28,30 @@ def test_the_suites_servers_listen_on_loopback_only(ray_local, s3_server, search
     assert not _not_loopback(found)
 
 
-def test_the_clis_local_ray_listens_on_loopback_only():
-    env = {k: v for k, v in cli_env().items() if k not in LOCAL_INSTANCE_ENV and k != "RAY_ADDRESS"}
-    result = subprocess.run([sys.executable, "-c", _START_LOCAL_RAY], capture_output=True, text=True, env=env, timeout=180)
-    assert result.returncode == 0, result.stderr[-2000:]
-    found = [Listener(**x) for x in json.loads(result.stdout.strip().splitlines()[-1])]
-    assert {"gcs_server", "raylet"} <= {x.command for x in found}, found
-    assert not _not_loopback(found)
+def test_a_default_run_listens_on_loopback_only(tmp_path):
+    """A run as on a fresh machine (no RAY_ADDRESS, no PREFECT_API_URL): its local Ray and Prefect's
+    temporary server, sampled while it runs."""
+    import numpy as np
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((30, 40, 3), i * 40, np.uint8)).save(src / f"{i}.png")
+    # Unset, not empty: an empty RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER already reads as "one machine" to Ray.
+    env = {k: v for k, v in cli_env().items() if k not in (*LOCAL_INSTANCE_ENV, "RAY_ADDRESS", "PREFECT_API_URL")}
+    proc = subprocess.Popen([sys.executable, "-m", "humantag.flows.cli", "run", str(src), "--out", str(tmp_path / "out"),
+                             "--labeler", "image-facts", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    seen: set[Listener] = set()
+    try:
+        while proc.poll() is None:
+            seen |= set(listeners(proc.pid))
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert {"gcs_server", "raylet"} <= {x.command for x in seen}, seen  # the sampling saw the run's servers
+    assert not _not_loopback(seen)
