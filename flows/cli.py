@@ -66,6 +66,13 @@ def main() -> None:
     apply_default_environment()
     interrupts.install()
     try:
+        _run_app()
+    finally:
+        interrupts.finishing()
+
+
+def _run_app() -> None:
+    try:
         exit_code = app(standalone_mode=False)
     except typer.Exit as exc:
         raise SystemExit(getattr(exc, "exit_code", 0)) from None

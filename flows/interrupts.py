@@ -14,6 +14,9 @@ each Parquet file and marker is written atomically, and a rerun of the same
 command resumes from the markers. With PREFECT_API_URL, the flow run is marked
 Crashed with our line as its message before we go (as Prefect's engine marks a
 run it sees interrupted), so the server never shows it Running or as a bug.
+
+Once the command is done (`finishing`), a signal during those exit hooks (Ray's
+shutdown waits seconds for its processes) ends the process at once and quietly.
 """
 
 from __future__ import annotations
@@ -52,6 +55,30 @@ def install() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _raise_interrupt)
         signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def finishing() -> None:
+    """The command is done: a signal from here on (during Ray's and Prefect's exit hooks, which can
+    take seconds) ends the process quietly with 130/143 instead of raising into those hooks."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _exit_quietly)
+        signal.signal(signal.SIGTERM, _exit_quietly)
+
+
+def _exit_quietly(signum: int, _frame: object) -> None:
+    global _signal_received
+    _signal_received = signum
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second one must not interrupt the exit either
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # the hooks we cut short complain as they go
+    logging.disable(logging.CRITICAL)
+    # Not hard_exit: Ray's shutdown may be what we interrupted, and a second one would wait on it.
+    # The local instance's processes are ended by flows/ray_reaper.py once we are gone.
+    stopper = threading.Thread(target=_stop_prefect_temporary_server, daemon=True)
+    stopper.start()
+    stopper.join(6.0)
+    sys.stdout.flush()
+    os._exit(exit_code())
 
 
 def exit_code() -> int:

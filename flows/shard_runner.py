@@ -75,7 +75,7 @@ def label_objects(
 ) -> list[LabeledImage]:
     batches = _batches(objects, config.labeler_options.batch_size)
     results: dict[int, list[LabeledImage]] = {}
-    pending: dict[Any, tuple[int, int]] = {}  # result ref -> (batch index, actor index)
+    pending: dict[Any, int] = {}  # result ref -> batch index
     max_inflight = pool.size * config.pool.inflight_per_replica
     queue = collections.deque(enumerate(batches))
     load = _load_batch_task.options(num_cpus=config.pool.decode_cpus, max_retries=2)
@@ -83,21 +83,23 @@ def label_objects(
     def collect(block: bool) -> None:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=None if block else 0)
         for ref in ready:
-            batch_index, actor_index = pending.pop(ref)
-            pool.done(actor_index)
+            batch_index = pending.pop(ref)
+            pool.done(ref)
             rows = ray.get(ref)  # raises RayActorError etc.: an infrastructure failure of the shard
             results[batch_index] = rows
             if on_batch:
                 on_batch(len(rows), sum(r.status == "error" for r in rows))
 
-    while queue or pending:
-        while queue and len(pending) < max_inflight:
-            batch_index, batch = queue.popleft()
-            decoded_ref = load.remote(batch, decode, config.storage)
-            actor_index, result_ref = pool.submit(decoded_ref, run_id, shard_id)
-            pending[result_ref] = (batch_index, actor_index)
-        if pending:
-            collect(block=True)
+    try:
+        while queue or pending:
+            while queue and len(pending) < max_inflight:
+                batch_index, batch = queue.popleft()
+                decoded_ref = load.remote(batch, decode, config.storage)
+                pending[pool.submit(decoded_ref, run_id, shard_id)] = batch_index
+            if pending:
+                collect(block=True)
+    finally:
+        pool.abandon(list(pending))  # the shard failed: its other batches would only hold replicas up
     return [row for index in range(len(batches)) for row in results[index]]
 
 

@@ -192,9 +192,9 @@ def test_runs_in_a_ray_actor(ray_local, tiny_llava_dir: Path, tmp_path: Path) ->
     try:
         (description,) = pool.descriptions
         assert description["device"] == "cpu" and description["prompt_version"].startswith("v2-")
-        index, ref = pool.submit(ray.put(make_images(SIZES[:2])), "run1", "shard1")
+        ref = pool.submit(ray.put(make_images(SIZES[:2])), "run1", "shard1")
         rows = ray.get(ref)
-        pool.done(index)
+        pool.done(ref)
     finally:
         pool.shutdown()
     assert [r.status for r in rows] == ["ok", "ok"]

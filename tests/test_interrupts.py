@@ -70,3 +70,33 @@ def test_a_signal_as_soon_as_the_flow_starts_is_handled_too() -> None:
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130
         assert err.strip().splitlines() == [LINE]
+
+
+# The real entry point on a command that is done at once, with a slow exit hook standing in for
+# Ray's shutdown (it waits seconds for its processes) and Prefect's.
+EXITING = """
+import atexit, sys, time
+from humantag.flows import cli
+def slow_exit_hook():
+    print("exiting", flush=True)
+    time.sleep(30)
+atexit.register(slow_exit_hook)
+sys.argv = ["humantag", "--version"]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_while_the_exit_hooks_run_ends_quietly(sig: int) -> None:
+    # A run that had just finished (its summary printed) when Ctrl-C came: Python was running the
+    # atexit hooks, and the KeyboardInterrupt our handler raised escaped from them as a traceback.
+    proc = subprocess.Popen([sys.executable, "-c", EXITING], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("humantag ")  # --version
+    assert proc.stdout.readline().strip() == "exiting"
+    started = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig
+    assert err == ""
+    assert time.monotonic() - started < 15  # not the hook's 30 s

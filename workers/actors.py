@@ -92,25 +92,42 @@ class LabelerPool:
         )
         self.actors = [actor_cls.remote(labeler_name, options) for _ in range(replicas)]
         self._outstanding = {i: 0 for i in range(replicas)}
+        self._inflight: dict[Any, int] = {}  # result ref -> actor index, until done()
         self._lock = threading.Lock()
         self._tiebreak = itertools.count()
         # Fails here, with the labeler's own error, if setup() can't load the model.
         self.descriptions = ray.get([a.describe.remote() for a in self.actors])
 
-    def submit(self, images_ref: Any, run_id: str, shard_id: str) -> tuple[int, Any]:
+    def submit(self, images_ref: Any, run_id: str, shard_id: str) -> Any:
+        """Send a batch to the least-loaded replica; returns the result ref (hand it to `done` once collected)."""
         with self._lock:
             index = min(self._outstanding, key=lambda i: (self._outstanding[i], next(self._tiebreak) % len(self.actors)))
             self._outstanding[index] += 1
-        return index, self.actors[index].label.remote(images_ref, run_id, shard_id)
+            ref = self.actors[index].label.remote(images_ref, run_id, shard_id)
+            self._inflight[ref] = index
+        return ref
 
-    def done(self, index: int) -> None:
+    def done(self, ref: Any) -> None:
         with self._lock:
-            self._outstanding[index] -= 1
+            index = self._inflight.pop(ref, None)  # None: already abandoned (an interrupt's shutdown)
+            if index is not None:
+                self._outstanding[index] -= 1
+
+    def abandon(self, refs: list[Any]) -> None:
+        """Cancel batches nobody will collect and free their replicas' slots."""
+        for ref in refs:
+            ray.cancel(ref)
+            self.done(ref)
 
     @property
     def size(self) -> int:
         return len(self.actors)
 
     def shutdown(self) -> None:
+        # Cancel what is still in flight (an interrupt) first: a batch killed with its actor is
+        # retried (max_task_retries) and Ray prints "Task ... failed, 2 retries remaining" for it.
+        with self._lock:
+            inflight = list(self._inflight)
+        self.abandon(inflight)
         for actor in self.actors:
             ray.kill(actor)
