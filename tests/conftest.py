@@ -3,7 +3,11 @@
 import atexit
 import os
 import shutil
+import signal
 import tempfile
+from collections.abc import Iterator
+
+import pytest
 
 from humantag.flows.runtime import apply_default_environment
 
@@ -25,3 +29,13 @@ pytest_plugins = [
     "tests.fixtures.tiny_llava",
     "tests.fixtures.opensearch",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _keep_pytests_signal_handlers() -> Iterator[None]:
+    """Tests that call the CLI's main() in this process get its Ctrl-C handlers (which end the
+    process once a command is done); Ctrl-C must still stop pytest with its summary afterwards."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
