@@ -8,8 +8,10 @@ flags from the run configuration (flows/config.py).
 from __future__ import annotations
 
 import atexit
-import gc
 import importlib
+import logging
+import os
+import sys
 import traceback
 from importlib import metadata
 from typing import Optional
@@ -64,14 +66,39 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Entry point: user errors are one line on stderr and exit code 2, never a traceback."""
+    """The `humantag` executable: `command()`, then the process ends as soon as the exit hooks ran."""
+    # Registered before Ray and Prefect register theirs, so it runs after them (last in, first out).
+    # What it skips is Python's finalization: its garbage collection walked every object Prefect, Ray
+    # and pydantic had created (~2.5 s after each run that started Ray). Our files are closed by then.
+    atexit.register(_end_process)
+    try:
+        command()
+    except SystemExit as exc:
+        _exit_status[0] = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        raise
+    except BaseException:
+        _exit_status[0] = 1  # Python prints it before the exit hooks run
+        raise
+
+
+_exit_status = [0]  # main()'s exit code, for _end_process
+
+
+def _end_process() -> None:
+    logging.shutdown()  # registered at logging's import, before us: it would run after us
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): nothing more can be said there
+            pass
+    os._exit(_exit_status[0])
+
+
+def command() -> None:
+    """The CLI in this process (tests call it): user errors are one line on stderr and exit code 2,
+    never a traceback."""
     apply_default_environment()
     interrupts.install()
-    # Registered before Ray and Prefect register theirs, so it runs after them (last in, first out).
-    # Python's final garbage collection then skips the objects of every library we loaded: walking
-    # them took ~2.5 s after each run that started Ray. Our files are closed before this point.
-    atexit.unregister(gc.freeze)
-    atexit.register(gc.freeze)
     try:
         _run_app()
     finally:

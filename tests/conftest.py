@@ -33,7 +33,7 @@ pytest_plugins = [
 
 @pytest.fixture(autouse=True)
 def _keep_pytests_signal_handlers() -> Iterator[None]:
-    """Tests that call the CLI's main() in this process get its Ctrl-C handlers (which end the
+    """Tests that call the CLI's command() in this process get its Ctrl-C handlers (which end the
     process once a command is done); Ctrl-C must still stop pytest with its summary afterwards."""
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     yield

@@ -8,7 +8,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from humantag.flows.cli import main
+from humantag.flows.cli import command
 from humantag.flows.evaluation import evaluate, load_labels, load_predictions
 from tests.fixtures.devset import DEVSET_LABELS, decode_files
 from humantag.workers.labelers import LabelerOptions
@@ -78,7 +78,7 @@ def test_error_rows_are_not_scored() -> None:
 def _run_cli(args: list[str], monkeypatch) -> int:
     monkeypatch.setattr(sys, "argv", ["humantag", *args])
     with pytest.raises(SystemExit) as exit_info:
-        main()
+        command()
     return exit_info.value.code or 0
 
 

@@ -48,6 +48,6 @@ def test_done_frees_the_replica_for_the_next_batch(ray_local) -> None:
         third = pool.submit(ray.put([]), "run", "s")
         assert pool._inflight[third] == freed
         pool.abandon([second, third])
-        assert pool._inflight == {} and set(pool._outstanding.values()) == {0}
+        assert pool._inflight == {}
     finally:
         pool.shutdown()

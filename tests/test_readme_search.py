@@ -47,14 +47,14 @@ def demo_output(ray_local, tmp_path_factory) -> Path:
 
 def run_cli(args: list[str], monkeypatch, capsys, opensearch: bool = False) -> tuple[int, str, str]:
     """`humantag ARGS` in this process: (exit code, stdout, stderr). Without OpenSearch unless asked."""
-    from humantag.flows.cli import main
+    from humantag.flows.cli import command
 
     monkeypatch.setattr(sys, "argv", ["humantag", *args])
     if not opensearch:
         monkeypatch.setenv("OPENSEARCH_URL", "")
     monkeypatch.setenv("COLUMNS", "200")
     with pytest.raises(SystemExit) as exit_info:
-        main()
+        command()
     captured = capsys.readouterr()
     return exit_info.value.code or 0, captured.out, captured.err
 

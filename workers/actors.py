@@ -8,6 +8,7 @@ the actor a batch only once that batch's object is ready.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import threading
@@ -91,7 +92,6 @@ class LabelerPool:
             scheduling_strategy="SPREAD",  # replicas on every node before a second one on any
         )
         self.actors = [actor_cls.remote(labeler_name, options) for _ in range(replicas)]
-        self._outstanding = {i: 0 for i in range(replicas)}
         self._inflight: dict[Any, int] = {}  # result ref -> actor index, until done()
         self._lock = threading.Lock()
         self._tiebreak = itertools.count()
@@ -101,17 +101,15 @@ class LabelerPool:
     def submit(self, images_ref: Any, run_id: str, shard_id: str) -> Any:
         """Send a batch to the least-loaded replica; returns the result ref (hand it to `done` once collected)."""
         with self._lock:
-            index = min(self._outstanding, key=lambda i: (self._outstanding[i], next(self._tiebreak) % len(self.actors)))
-            self._outstanding[index] += 1
+            load = collections.Counter(self._inflight.values())
+            index = min(range(len(self.actors)), key=lambda i: (load[i], next(self._tiebreak) % len(self.actors)))
             ref = self.actors[index].label.remote(images_ref, run_id, shard_id)
             self._inflight[ref] = index
         return ref
 
     def done(self, ref: Any) -> None:
         with self._lock:
-            index = self._inflight.pop(ref, None)  # None: already abandoned (an interrupt's shutdown)
-            if index is not None:
-                self._outstanding[index] -= 1
+            self._inflight.pop(ref, None)  # absent: already abandoned (an interrupt's shutdown)
 
     def abandon(self, refs: list[Any]) -> None:
         """Cancel batches nobody will collect and free their replicas' slots."""
